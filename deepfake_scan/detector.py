@@ -1,0 +1,67 @@
+"""The detector: a model artifact loaded for inference, on GPU when present, CPU otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from deepfake_scan.models.artifact import ModelCard, load_model
+from deepfake_scan.preprocess import fit_image
+
+
+def label_for(score: float, threshold: float, band: tuple[float, float]) -> str:
+    """``uncertain`` inside the review band [low, high), else ``fake`` at or above threshold."""
+    lo, hi = band
+    if lo <= score < hi:
+        return "uncertain"
+    return "fake" if score >= threshold else "real"
+
+
+class Detector:
+    """Fake probabilities for images. ``predict`` takes PIL images; ``predict_pixels`` takes the
+    uint8 NHWC arrays the scan's decode step produces (already at the model's input size)."""
+
+    def __init__(self, model: torch.nn.Module, card: ModelCard, device: str | None = None):
+        self.card = card
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # channels_last + inference_mode doubled MobileNetV2's CPU throughput here.
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        pre = card.preprocessing
+        self._mean = torch.tensor(pre.mean, device=self.device).view(1, 3, 1, 1) * 255
+        self._std = torch.tensor(pre.std, device=self.device).view(1, 3, 1, 1) * 255
+
+    @property
+    def model_id(self) -> str:
+        return self.card.model_id
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC -> normalised float NCHW (channels_last) on the model's device."""
+        x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        x = (x - self._mean) / self._std
+        return x.contiguous(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        if len(pixels) == 0:
+            return np.zeros(0, dtype=np.float32)
+        x = self.normalise(torch.from_numpy(np.ascontiguousarray(pixels)))
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
+            logits = self.model(x).float()
+        return torch.sigmoid(logits / self.card.temperature).cpu().numpy().astype(np.float32)
+
+    def predict(self, images: Sequence[Image.Image]) -> np.ndarray:
+        pre = self.card.preprocessing
+        pixels = np.stack([fit_image(img, pre) for img in images]) if images else np.zeros(0)
+        return self.predict_pixels(pixels)
+
+    def label(self, score: float) -> str:
+        return label_for(score, self.card.threshold, self.card.review_band)
+
+
+def load_detector(model: str | None = None, device: str | None = None) -> Detector:
+    """Load a model artifact (a directory or URI; None = the bundled default model)."""
+    net, card = load_model(model)
+    return Detector(net, card, device=device)

@@ -1,0 +1,100 @@
+"""Built-in architectures. Each returns a module emitting one logit per image."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from deepfake_scan.models.registry import register
+
+
+class _Squeeze(nn.Module):
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).squeeze(-1)
+
+
+@register("mobilenet_v2")
+def mobilenet_v2(dropout: float = 0.3) -> nn.Module:
+    """The background reading's MobileNetV2 real/fake classifier (random init here)."""
+    net = torchvision.models.mobilenet_v2(weights=None)
+    net.classifier = nn.Sequential(
+        nn.Linear(net.last_channel, 512),
+        nn.BatchNorm1d(512),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(512, 128),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout / 3),
+        nn.Linear(128, 1),
+    )
+    return _Squeeze(net)
+
+
+@register("resnet18")
+def resnet18() -> nn.Module:
+    net = torchvision.models.resnet18(weights=None, num_classes=1)
+    return _Squeeze(net)
+
+
+@register("efficientnet_b0")
+def efficientnet_b0() -> nn.Module:
+    net = torchvision.models.efficientnet_b0(weights=None, num_classes=1)
+    return _Squeeze(net)
+
+
+@register("small_cnn")
+def small_cnn(width: int = 32) -> nn.Module:
+    """A small, fast CNN for CPU-only clusters and tests."""
+
+    def block(cin: int, cout: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        )
+
+    w = width
+    body = nn.Sequential(
+        block(3, w),
+        block(w, 2 * w),
+        block(2 * w, 4 * w),
+        block(4 * w, 4 * w),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * w, 1),
+    )
+    return _Squeeze(body)
+
+
+class NPRResNet(nn.Module):
+    """Neighbouring-pixel-relation residual (NPR, CVPR 2024) into a ResNet-18 cut after stage 2.
+
+    ``x - up(down(x))`` keeps only the local pixel correlations that generators and blending leave,
+    and discards image content; a shallow ResNet is enough to read them and is fast on CPU.
+    """
+
+    def __init__(self, stages: int = 2):
+        super().__init__()
+        r = torchvision.models.resnet18(weights=None)
+        layers = [r.layer1, r.layer2, r.layer3, r.layer4][:stages]
+        self.stem = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool)
+        self.body = nn.Sequential(*layers)
+        channels = 64 * 2 ** (stages - 1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        down = F.interpolate(x, scale_factor=0.5, mode="nearest")
+        residual = x - F.interpolate(down, size=x.shape[-2:], mode="nearest")
+        return self.head(self.body(self.stem(residual * 4.0))).squeeze(-1)
+
+
+@register("npr_resnet")
+def npr_resnet(stages: int = 2) -> nn.Module:
+    return NPRResNet(stages=stages)

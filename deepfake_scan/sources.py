@@ -1,0 +1,213 @@
+"""Listing a source and reading its records: image files, WebDataset tar shards, Parquet tables.
+
+A *record* is one image candidate with its uri: a plain file (``/data/x.jpg``), a tar member
+(``s3://b/shard.tar#dir/x.jpg``) or a Parquet row (``/t/part.parquet#17``). Reading never raises
+for bad data: a record that cannot be read carries an ``error`` (``code: message``) instead.
+Tar members are read from the stream only: nothing is ever extracted to disk or followed.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from deepfake_scan.errors import ScanError
+from deepfake_scan.storage import get_fs, unstrip
+
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+# WebDataset sidecars: skipped inside tar shards unless their bytes are an image.
+SIDECAR_SUFFIXES = {
+    "json",
+    "cls",
+    "cls2",
+    "txt",
+    "text",
+    "id",
+    "idx",
+    "index",
+    "npy",
+    "pyd",
+    "pickle",
+    "pth",
+    "caption",
+    "meta",
+    "xml",
+    "csv",
+    "yaml",
+    "yml",
+}
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Input:
+    """One listed object: a plain file, or a container of records."""
+
+    uri: str
+    kind: str  # "file" | "tar" | "parquet"
+    size: int
+    etag: str
+
+
+@dataclass
+class Record:
+    uri: str
+    data: bytes | None = None
+    error: str | None = None
+    key: str | None = None
+
+
+def kind_of(path: str) -> str:
+    lower = path.lower()
+    if lower.endswith(TAR_SUFFIXES):
+        return "tar"
+    if lower.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    return "file"
+
+
+def _etag(info: dict) -> str:
+    tag = info.get("ETag") or info.get("etag")
+    if tag:
+        return str(tag).strip('"')
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or ""
+    if hasattr(mtime, "timestamp"):
+        mtime = f"{mtime.timestamp():.6f}"
+    return f"{mtime}-{info.get('size', 0)}"
+
+
+def list_inputs(source: str) -> list[Input]:
+    """Every object under ``source`` (a file, folder or prefix), sorted by uri."""
+    fs, path = get_fs(source)
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise ScanError(f"source not found: {source}") from None
+    except PermissionError as e:
+        raise ScanError(f"source not readable: {source}: {e}") from None
+    if info["type"] == "directory":
+        found = fs.find(path, detail=True)
+        entries = sorted((p, i) for p, i in found.items() if i.get("type") != "directory")
+    else:
+        entries = [(path, info)]
+    inputs = []
+    for p, i in entries:
+        name = posixpath.basename(p)
+        if name.startswith(".") or "/." in p[len(path) :]:
+            continue  # hidden files and folders (.DS_Store, .git) are not archive content
+        inputs.append(Input(unstrip(fs, p), kind_of(p), int(i.get("size") or 0), _etag(i)))
+    return inputs
+
+
+def iter_records(
+    inp: Input,
+    image_column: str = "image",
+    key_column: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Iterator[Record]:
+    if inp.kind == "tar":
+        yield from _tar_records(inp, max_bytes)
+    elif inp.kind == "parquet":
+        yield from _parquet_records(inp, image_column, key_column)
+    else:
+        yield _file_record(inp, max_bytes)
+
+
+def _file_record(inp: Input, max_bytes: int) -> Record:
+    if inp.size > max_bytes:
+        return Record(inp.uri, error=f"too_large: {inp.size} bytes exceeds {max_bytes}")
+    fs, path = get_fs(inp.uri)
+    try:
+        with fs.open(path, "rb") as f:
+            return Record(inp.uri, data=f.read())
+    except Exception as e:  # vanished, permission, network: the row says so, the scan goes on
+        return Record(inp.uri, error=f"read_error: {type(e).__name__}: {_first_line(e)}")
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:300] if lines else type(e).__name__
+
+
+def _is_image(data: bytes) -> bool:
+    from PIL import Image
+
+    try:
+        Image.open(io.BytesIO(data))
+        return True
+    except Exception:
+        return False
+
+
+def _tar_records(inp: Input, max_bytes: int) -> Iterator[Record]:
+    fs, path = get_fs(inp.uri)
+    try:
+        with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
+            for member in tar:
+                yield from _tar_member(inp.uri, tar, member, max_bytes)
+    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        yield Record(inp.uri, error=f"tar_error: {_first_line(e)}")
+
+
+def _tar_member(
+    tar_uri: str, tar: tarfile.TarFile, member: tarfile.TarInfo, max_bytes: int
+) -> Iterator[Record]:
+    uri = f"{tar_uri}#{member.name}"
+    suffix = member.name.rsplit(".", 1)[-1].lower() if "." in member.name else ""
+    if member.isdir():
+        return
+    if not member.isfile():
+        kind = "link" if (member.issym() or member.islnk()) else "device or fifo"
+        if suffix not in SIDECAR_SUFFIXES:
+            yield Record(uri, error=f"unsupported_member: tar member is a {kind}; not followed")
+        return
+    if member.size > max_bytes:
+        yield Record(uri, error=f"too_large: {member.size} bytes exceeds {max_bytes}")
+        return
+    extracted = tar.extractfile(member)  # a stream over the archive; nothing touches the disk
+    data = extracted.read() if extracted else b""
+    if len(data) != member.size:
+        yield Record(uri, error=f"truncated: tar member has {len(data)} of {member.size} bytes")
+        return
+    if suffix in SIDECAR_SUFFIXES and not _is_image(data):
+        return
+    yield Record(uri, data=data)
+
+
+def _parquet_records(inp: Input, image_column: str, key_column: str | None) -> Iterator[Record]:
+    import pyarrow.parquet as pq
+
+    fs, path = get_fs(inp.uri)
+    try:
+        with fs.open(path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            names = pf.schema_arrow.names
+            if image_column not in names:
+                known = ", ".join(names)
+                yield Record(inp.uri, error=f"parquet_error: no column {image_column!r} ({known})")
+                return
+            columns = [image_column] + ([key_column] if key_column in names else [])
+            row = 0
+            for batch in pf.iter_batches(batch_size=256, columns=columns):
+                images = batch.column(image_column).to_pylist()
+                keys = batch.column(key_column).to_pylist() if len(columns) > 1 else None
+                for i, value in enumerate(images):
+                    key = None if keys is None or keys[i] is None else str(keys[i])
+                    yield _parquet_cell(f"{inp.uri}#{row}", value, key)
+                    row += 1
+    except Exception as e:
+        yield Record(inp.uri, error=f"parquet_error: {_first_line(e)}")
+
+
+def _parquet_cell(uri: str, value: object, key: str | None) -> Record:
+    if isinstance(value, dict):  # Hugging Face datasets' Image feature: {"bytes", "path"}
+        value = value.get("bytes")
+    if value is None:
+        return Record(uri, error="null_image: the row has no image bytes", key=key)
+    if isinstance(value, str):
+        return Record(uri, error="not_an_image: the column holds text, not bytes", key=key)
+    return Record(uri, data=bytes(value), key=key)

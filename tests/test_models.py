@@ -1,0 +1,94 @@
+"""Model artifacts: round trip, and a clear error for every wrong checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deepfake_scan.detector import label_for, load_detector
+from deepfake_scan.errors import ModelError
+from deepfake_scan.models.artifact import ModelCard, load_model, read_card, save_model
+from deepfake_scan.models.registry import create_model
+
+
+def test_round_trip_keeps_weights_and_card(tmp_path, tiny_model):
+    model, card = load_model(tiny_model)
+    assert card.architecture == "small_cnn" and card.preprocessing.input_size == 64
+    assert card.model_id.startswith("tiny@0.0.0+") and len(card.weights_sha256) == 64
+    detector = load_detector(tiny_model)
+    images = [Image.new("RGB", (100, 50), "red"), Image.new("L", (20, 30))]
+    scores = detector.predict(images)
+    assert scores.shape == (2,) and scores.dtype == np.float32
+    assert np.all((scores >= 0) & (scores <= 1))
+    np.testing.assert_allclose(scores, load_detector(tiny_model).predict(images))  # deterministic
+
+
+def test_artifact_holds_no_pickle(tiny_model):
+    from pathlib import Path
+
+    blob = (Path(tiny_model) / "model.safetensors").read_bytes()
+    assert b"torch._utils" not in blob and not blob.startswith(b"\x80")
+
+
+def test_missing_model_dir(tmp_path):
+    with pytest.raises(ModelError, match="no model.json"):
+        load_model(str(tmp_path / "nope"))
+
+
+def test_weights_that_do_not_match_the_card(tmp_path, tiny_model):
+    other = tmp_path / "other"
+    save_model(
+        create_model("small_cnn", width=8),
+        str(other),
+        ModelCard(name="o", architecture="small_cnn", arch_kwargs={"width": 8}),
+    )
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tiny_model, mixed)
+    shutil.copy(other / "model.safetensors", mixed / "model.safetensors")
+    with pytest.raises(ModelError, match="does not match"):
+        load_model(str(mixed))
+
+
+def test_wrong_architecture_for_the_weights(tmp_path, tiny_model):
+    wrong = tmp_path / "wrong"
+    shutil.copytree(tiny_model, wrong)
+    card = json.loads((wrong / "model.json").read_text())
+    card["arch_kwargs"] = {"width": 16}
+    (wrong / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="cannot load"):
+        load_model(str(wrong))
+
+
+def test_corrupt_weights_and_card(tmp_path, tiny_model):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_model, bad)
+    card = json.loads((bad / "model.json").read_text())
+    card["weights_sha256"] = ""
+    (bad / "model.json").write_text(json.dumps(card))
+    (bad / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelError, match="cannot load"):
+        load_model(str(bad))
+    (bad / "model.json").write_text("{not json")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        read_card(str(bad))
+
+
+def test_unknown_architecture(tmp_path, tiny_model):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_model, bad)
+    card = json.loads((bad / "model.json").read_text())
+    card["architecture"] = "transformer9000"
+    (bad / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="unknown architecture"):
+        load_model(str(bad))
+
+
+@pytest.mark.parametrize(
+    ("score", "label"), [(0.1, "real"), (0.45, "uncertain"), (0.5, "uncertain"), (0.7, "fake")]
+)
+def test_labels_from_threshold_and_review_band(score, label):
+    assert label_for(score, 0.5, (0.4, 0.6)) == label

@@ -1,0 +1,175 @@
+"""End to end on a real local Ray: a mixed archive in, one committed verdict per input out."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+import deepfake_scan
+from deepfake_scan.store import VERDICT_SCHEMA, VerdictStore
+from tests.fixtures import add_member, image_bytes, tar_bytes
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+MAX_PIXELS = 5_000_000  # the archive's 9-megapixel PNG is a decompression bomb under this limit
+
+
+def make_archive(root) -> dict[str, str | None]:
+    """A mixed archive; returns each expected verdict uri -> its error code (None = scored)."""
+    expected: dict[str, str | None] = {}
+
+    def put(rel: str, data: bytes, code: str | None) -> None:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        expected[str(path)] = code
+
+    for i in range(12):
+        put(f"photos/{i // 4}/img{i}.jpg", image_bytes("JPEG", (90 + i, 70), seed=i), None)
+    put("photos/scan.png", image_bytes("PNG", (50, 50), mode="L"), None)
+    put("photos/no_extension", image_bytes("WEBP"), None)
+    put("photos/big.jpg", image_bytes("JPEG", (640, 480), seed=99), None)
+    put("bad/empty.jpg", b"", "empty_file")
+    put("bad/readme.txt", b"not an image", "not_an_image")
+    put("bad/truncated.jpg", image_bytes("JPEG", (200, 200))[:400], "decode_error")
+    bomb = io.BytesIO()
+    Image.new("L", (3000, 3000)).save(bomb, "PNG")  # 9 Mpx in a few KB
+    put("bad/bomb.png", bomb.getvalue(), "too_large")
+
+    shard = root / "shards" / "shard-000.tar"
+    shard.parent.mkdir(parents=True)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in [
+            ("s0.jpg", image_bytes(seed=5)),
+            ("s0.json", b"{}"),
+            ("s0.cls", b"1"),
+            ("../evil.jpg", image_bytes(seed=6)),
+            ("s1.png", b"garbage"),
+        ]:
+            add_member(tar, name, data)
+        link = tarfile.TarInfo("link.jpg")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "/etc/passwd"
+        tar.addfile(link)
+    shard.write_bytes(buf.getvalue())
+    expected.update(
+        {
+            f"{shard}#s0.jpg": None,
+            f"{shard}#../evil.jpg": None,
+            f"{shard}#s1.png": "not_an_image",
+            f"{shard}#link.jpg": "unsupported_member",
+        }
+    )
+    (root / "shards" / "shard-001.tar").write_bytes(tar_bytes({"t.jpg": image_bytes(seed=8)}))
+    expected[f"{root}/shards/shard-001.tar#t.jpg"] = None
+
+    table_path = root / "tables" / "part-0.parquet"
+    table_path.parent.mkdir()
+    pq.write_table(pa.table({"image": [image_bytes(seed=20), None, b"\x00\x00"]}), table_path)
+    expected.update(
+        {
+            f"{table_path}#0": None,
+            f"{table_path}#1": "null_image",
+            f"{table_path}#2": "not_an_image",
+        }
+    )
+    return expected
+
+
+@pytest.fixture
+def archive(tmp_path):
+    root = tmp_path / "archive"
+    root.mkdir()
+    return root, make_archive(root)
+
+
+def test_mixed_archive_gets_exactly_one_verdict_per_input(archive, tmp_path, tiny_model):
+    root, expected = archive
+    out = str(tmp_path / "verdicts")
+    summary = deepfake_scan.scan(
+        str(root), out, model=tiny_model, batch_size=8, max_pixels=MAX_PIXELS
+    )
+    assert summary.rows == len(expected)
+    table = deepfake_scan.read_verdicts(out, all_runs=True)
+    assert table.schema == VERDICT_SCHEMA  # no pixels or bytes, the documented columns only
+    uris = table.column("uri").to_pylist()
+    assert sorted(uris) == sorted(expected)  # each input exactly once
+    by_uri = {r["uri"]: r for r in table.to_pylist()}
+    for uri, code in expected.items():
+        row = by_uri[uri]
+        if code is None:
+            assert row["error"] is None, (uri, row["error"])
+            assert 0.0 <= row["score"] <= 1.0
+            assert row["label"] in ("real", "fake", "uncertain")
+            assert row["width"] > 0 and row["format"] and len(row["sha256"]) == 64
+        else:
+            assert row["label"] == "error" and row["score"] is None
+            assert row["error"].split(":")[0] == code, (uri, row["error"])
+    assert {r["model_id"] for r in by_uri.values()} == {summary.model_id}
+    assert {r["run_id"] for r in by_uri.values()} == {summary.run_id}
+    assert summary.labels["error"] == sum(c is not None for c in expected.values())
+    assert summary.errors["not_an_image"] == 3
+
+
+def test_verdicts_read_back_with_duckdb_from_committed_files(archive, tmp_path, tiny_model):
+    root, expected = archive
+    out = str(tmp_path / "v")
+    deepfake_scan.scan(str(root), out, model=tiny_model, max_pixels=MAX_PIXELS)
+    files = VerdictStore(out).committed_files()
+    got = duckdb.sql(
+        f"SELECT label, count(*) AS n FROM read_parquet({files!r}) GROUP BY label"
+    ).fetchall()
+    assert sum(n for _, n in got) == len(expected)
+    assert dict(got)["error"] == sum(c is not None for c in expected.values())
+
+
+def test_rerun_resumes_and_scans_only_new_or_changed_inputs(archive, tmp_path, tiny_model):
+    root, expected = archive
+    out = str(tmp_path / "v")
+    first = deepfake_scan.scan(str(root), out, model=tiny_model, max_pixels=MAX_PIXELS)
+    again = deepfake_scan.scan(str(root), out, model=tiny_model, max_pixels=MAX_PIXELS)
+    assert again.rows == 0 and again.skipped > 0
+    (root / "photos" / "new.jpg").write_bytes(image_bytes(seed=77))
+    (root / "photos" / "0" / "img0.jpg").write_bytes(image_bytes(seed=78, size=(99, 99)))
+    third = deepfake_scan.scan(str(root), out, model=tiny_model, max_pixels=MAX_PIXELS)
+    assert third.rows == 2
+    table = deepfake_scan.read_verdicts(out, all_runs=True)
+    assert table.num_rows == first.rows + 2
+    latest = {r["uri"]: r for r in deepfake_scan.read_verdicts(out).to_pylist()}
+    assert len(latest) == len(expected) + 1
+    assert latest[str(root / "photos" / "0" / "img0.jpg")]["width"] == 99
+    full = deepfake_scan.scan(str(root), out, model=tiny_model, max_pixels=MAX_PIXELS, full=True)
+    assert full.rows == len(expected) + 1
+
+
+def test_threshold_and_band_overrides(tmp_path, tiny_model):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        (src / f"{i}.png").write_bytes(image_bytes("PNG", seed=i))
+    s = deepfake_scan.scan(
+        str(src), str(tmp_path / "a"), model=tiny_model, threshold=0.0, review_band=(0.0, 0.0)
+    )
+    assert s.labels == {"fake": 5}
+    s = deepfake_scan.scan(str(src), str(tmp_path / "b"), model=tiny_model, review_band=(0.0, 1.0))
+    assert s.labels == {"uncertain": 5}
+
+
+def test_scan_scores_match_the_python_api(tmp_path, tiny_model):
+    src = tmp_path / "src"
+    src.mkdir()
+    images = [image_bytes("PNG", (80, 60), seed=i) for i in range(4)]
+    for i, data in enumerate(images):
+        (src / f"{i}.png").write_bytes(data)
+    deepfake_scan.scan(str(src), str(tmp_path / "v"), model=tiny_model)
+    table = deepfake_scan.read_verdicts(str(tmp_path / "v")).sort_by("uri")
+    detector = deepfake_scan.load_detector(tiny_model)
+    expected = detector.predict([Image.open(io.BytesIO(d)) for d in images])
+    np.testing.assert_allclose(table.column("score").to_numpy(), expected, rtol=1e-4, atol=1e-5)
