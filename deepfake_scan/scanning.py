@@ -10,24 +10,26 @@ import logging
 import math
 import os
 import time
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from deepfake_scan.decode import DEFAULT_MAX_PIXELS
+from deepfake_scan.errors import ScanError
 from deepfake_scan.models.artifact import ModelCard, load_model
 from deepfake_scan.sources import DEFAULT_MAX_BYTES, Input, list_inputs
-from deepfake_scan.store import VERDICT_SCHEMA, VerdictStore, new_run_id
+from deepfake_scan.storage import set_s3_endpoint, storage_errors, worker_env
+from deepfake_scan.store import VERDICT_SCHEMA, CommittedKeys, VerdictStore, new_run_id
 
 log = logging.getLogger(__name__)
-# Decoding at the model's input size is light: two decode tasks share a CPU. (Differing from the
+# Decoding at the model's input size is light: four decode tasks share a CPU. (Differing from the
 # actors' request also keeps Ray from fusing decode into the actor pool, where it would serialise
 # decoding with the model.)
-DECODE_CPUS = 0.5
+DECODE_CPUS = 0.25
 
 
 @dataclass
@@ -46,6 +48,10 @@ class ScanOptions:
     commit_every: int = 5000  # rows per commit; a crash loses at most this many
     commit_seconds: float = 60.0  # ... or this much time
     full: bool = False  # rescan inputs that already have verdicts from this model
+    rescan_on_model_change: bool = False  # a new version or new weights of the model rescans
+    run_id: str | None = None  # default: a new id; a retried job may pass its own
+    manifest: str | None = None  # Parquet/CSV of URIs (or an S3 Inventory) instead of listing
+    s3_endpoint: str | None = None  # S3-compatible store: sets AWS_ENDPOINT_URL_S3 (process-wide)
 
 
 @dataclass
@@ -61,6 +67,7 @@ class ScanSummary:
     errors: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     started_at: str = ""
+    ended_at: str = ""
 
     @property
     def images_per_s(self) -> float:
@@ -71,59 +78,74 @@ class ScanSummary:
 
 
 def scan(source: str, out: str, **options: object) -> ScanSummary:
-    """Scan ``source`` (folder, file or URI) into the verdict store ``out``."""
+    """Scan ``source`` (folder, file or URI) into the verdict store ``out``.
+
+    Incremental: inputs whose (uri, etag) already have a committed verdict from this model are
+    skipped, so rerunning after a crash resumes, and a nightly run scans only what is new.
+    """
     opts = ScanOptions(**options)
     started = time.perf_counter()
-    _, card = load_model(opts.model)  # fail fast on a missing or wrong model, before any work
-    inputs = list_inputs(source)
+    set_s3_endpoint(opts.s3_endpoint)
+    # Fail fast, before any work: source, output and model are checked before anything is read.
+    inputs = list_inputs(source, opts.manifest)  # checked now, streamed when consumed
     store = VerdictStore(out)
     store.check_writable()
+    with storage_errors("model not readable", opts.model or "bundled model"):
+        _, card = load_model(opts.model)
     summary = ScanSummary(
-        new_run_id(),
+        opts.run_id or new_run_id(),
         source,
         out,
         card.model_id,
-        inputs=len(inputs),
         started_at=datetime.now(timezone.utc).isoformat(),
     )
-    done = {} if opts.full else _committed(store, card.model_id)
-    items, summary.skipped = _work_items(inputs, done)
+    # --full scores everything again, but still never commits one key twice within this run or
+    # against a scan running at the same time: only commits from now on count for that.
+    keys = CommittedKeys(
+        store,
+        by_model_id=opts.rescan_on_model_change,
+        since=store.last_number() if opts.full else -1,
+    )
+    keys.refresh()
+    items, summary.skipped = _work_items(inputs, keys, keys.model_key(card.model_id))
+    summary.inputs = len(items) + summary.skipped
     if items:
-        _init_ray(opts.address)
+        init_ray(opts.address)
         batches = _dataset(items, card, opts, summary.run_id).iter_batches(
             batch_size=None, batch_format="numpy"
         )
-        _write(store, summary, batches, opts)
+        _write(store, keys, summary, batches, opts)
     summary.seconds = time.perf_counter() - started
-    _commit(store, summary, seq=_next_seq(store, summary.run_id), files=[], rows=0, final=True)
+    summary.ended_at = datetime.now(timezone.utc).isoformat()
+    store.commit(summary.run_id, files=[], rows=0, final=True, **_record(summary))
     return summary
 
 
-def _committed(store: VerdictStore, model_id: str) -> dict[str, str]:
-    """uri -> source_etag of every committed verdict from this model (for resume/incremental)."""
-    table = store.read(all_runs=True, columns=["uri", "source_etag", "model_id"])
-    table = table.filter(pc.equal(table["model_id"], model_id))
-    return dict(zip(table["uri"].to_pylist(), table["source_etag"].to_pylist(), strict=True))
+def _record(summary: ScanSummary) -> dict:
+    return {"source": summary.source, "model_id": summary.model_id, "summary": summary.to_dict()}
 
 
-def _work_items(inputs: list[Input], done: dict[str, str]) -> tuple[list[dict], int]:
+def _work_items(
+    inputs: Iterable[Input], keys: CommittedKeys, model_key: str
+) -> tuple[list[dict], int]:
+    """The inputs still to read; container members already committed are listed as done."""
+    members: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for uri, etag, mk in keys.keys:
+        if mk == model_key and "#" in uri:
+            members[(uri.split("#", 1)[0], etag)].append(uri)
     items, skipped = [], 0
     for inp in inputs:
-        if inp.kind == "file":
-            if done.get(inp.uri) == inp.etag:
-                skipped += 1
-                continue
-            members: list[str] = []
-        else:
-            prefix = inp.uri + "#"
-            members = [u for u, e in done.items() if e == inp.etag and u.startswith(prefix)]
+        done = members.get((inp.uri, inp.etag), [])
+        if inp.kind == "file" and (inp.uri, inp.etag, model_key) in keys.keys:
+            skipped += 1
+            continue
         items.append(
-            {"uri": inp.uri, "kind": inp.kind, "size": inp.size, "etag": inp.etag, "done": members}
+            {"uri": inp.uri, "kind": inp.kind, "size": inp.size, "etag": inp.etag, "done": done}
         )
     return items, skipped
 
 
-def _init_ray(address: str | None) -> None:
+def init_ray(address: str | None) -> None:
     import ray
 
     if ray.is_initialized():
@@ -136,22 +158,27 @@ def _init_ray(address: str | None) -> None:
     )
 
 
-def _resources(opts: ScanOptions) -> tuple[int, dict]:
+def actor_resources(opts: ScanOptions) -> tuple[int, dict]:
     """Actor count and per-actor resources, sized from the cluster so decode tasks keep CPUs."""
     import ray
 
     res = ray.cluster_resources()
     cpus, gpus = int(res.get("CPU", 1)), int(res.get("GPU", 0))
+    # One actor lives on one node: never ask for more CPUs than the largest node has.
+    node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=1)
     num_gpus = opts.num_gpus if opts.num_gpus is not None else (1.0 if gpus else 0.0)
     if num_gpus > 0:
         n = opts.concurrency or max(1, int(gpus // num_gpus))
         return n, {"num_gpus": num_gpus, "num_cpus": 1, "threads": 2}
     # CPU only: the model is the expensive step, but actors holding every CPU starve the decode
-    # tasks and the pipeline stalls: keep a quarter of the CPUs (at least one) for decoding.
+    # tasks and the pipeline stalls (measured here on 2 cores). Actors reserve half of what the
+    # decoders leave, so a second scan on the same cluster still finds room; their torch
+    # threads, not the reservation, decide how many cores they really use.
     n = opts.concurrency or max(1, cpus // 8)
     decode_cpus = max(1, cpus // 4)
-    share = max(0.25, (cpus - decode_cpus) / n)
-    return n, {"num_gpus": 0, "num_cpus": share, "threads": max(1, math.ceil(cpus / n))}
+    share = min(max(0.5, (cpus - decode_cpus) / n / 2), node_cpus / 2)
+    threads = max(1, min(math.ceil(cpus / n), int(node_cpus)))
+    return n, {"num_gpus": 0, "num_cpus": share, "threads": threads}
 
 
 def _dataset(items: list[dict], card: ModelCard, opts: ScanOptions, run_id: str):
@@ -161,14 +188,17 @@ def _dataset(items: list[dict], card: ModelCard, opts: ScanOptions, run_id: str)
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
-    n_actors, res = _resources(opts)
+    n_actors, res = actor_resources(opts)
     containers = sum(1 for it in items if it["kind"] != "file")
     blocks = min(len(items), max(containers, math.ceil(len(items) / 32), 2 * n_actors))
     ds = ray.data.from_items(items, override_num_blocks=max(1, blocks))
+    # Workers on other nodes need the driver's S3 endpoint and checksum settings (not secrets).
+    env = {"runtime_env": {"env_vars": worker_env()}} if worker_env() else {}
     ds = ds.map_batches(
         read_decode,
         batch_size=None,
         num_cpus=DECODE_CPUS,
+        **env,
         fn_kwargs={
             "preprocessing": card.preprocessing.to_dict(),
             "rows_per_batch": opts.batch_size,
@@ -184,6 +214,7 @@ def _dataset(items: list[dict], card: ModelCard, opts: ScanOptions, run_id: str)
         compute=ray.data.ActorPoolStrategy(size=n_actors),
         num_cpus=res["num_cpus"],
         num_gpus=res["num_gpus"],
+        **env,
         fn_constructor_kwargs={
             "model": opts.model,
             "threshold": opts.threshold,
@@ -219,49 +250,44 @@ def _str_or_none(v: object) -> str | None:
     return str(v)
 
 
-def _write(store: VerdictStore, summary: ScanSummary, batches, opts: ScanOptions) -> None:
+def _write(
+    store: VerdictStore, keys: CommittedKeys, summary: ScanSummary, batches, opts: ScanOptions
+) -> None:
+    """Commit verdicts as they arrive: every ``commit_every`` rows or ``commit_seconds``."""
     pending: list[pa.Table] = []
     rows, seq, last = 0, 0, time.monotonic()
-    labels: Counter = Counter()
-    errors: Counter = Counter()
     for batch in batches:
-        table = verdict_table(batch)
-        pending.append(table)
-        rows += table.num_rows
-        labels.update(table["label"].to_pylist())
-        errors.update(e.split(":", 1)[0] for e in table["error"].to_pylist() if e)
+        pending.append(verdict_table(batch))
+        rows += pending[-1].num_rows
         if rows >= opts.commit_every or time.monotonic() - last > opts.commit_seconds:
-            _flush(store, summary, seq, pending, rows)
+            _flush(store, keys, summary, seq, pending)
             pending, rows, seq, last = [], 0, seq + 1, time.monotonic()
-        summary.labels, summary.errors = dict(labels), dict(errors)
     if pending:
-        _flush(store, summary, seq, pending, rows)
+        _flush(store, keys, summary, seq, pending)
 
 
 def _flush(
-    store: VerdictStore, summary: ScanSummary, seq: int, pending: list[pa.Table], rows: int
+    store: VerdictStore,
+    keys: CommittedKeys,
+    summary: ScanSummary,
+    seq: int,
+    pending: list[pa.Table],
 ) -> None:
-    part = store.write_part(summary.run_id, seq, pa.concat_tables(pending))
-    _commit(store, summary, seq, [part], rows, final=False)
-    summary.rows += rows
-
-
-def _commit(
-    store: VerdictStore, summary: ScanSummary, seq: int, files: list[str], rows: int, final: bool
-) -> None:
-    store.commit(
-        summary.run_id,
-        seq,
-        files,
-        rows,
-        final,
-        source=summary.source,
-        model_id=summary.model_id,
-        started_at=summary.started_at,
-        summary=summary.to_dict() if final else None,
-    )
-
-
-def _next_seq(store: VerdictStore, run_id: str) -> int:
-    seqs = [c.seq for c in store.commits() if c.run_id == run_id]
-    return max(seqs, default=-1) + 1
+    try:
+        committed = store.commit_rows(
+            summary.run_id,
+            seq,
+            pa.concat_tables(pending),
+            keys,
+            source=summary.source,
+            model_id=summary.model_id,
+        )
+    except OSError as e:
+        raise ScanError(
+            f"cannot write verdicts to {summary.out}: {type(e).__name__}: {e}; "
+            f"{summary.rows} verdicts were committed before this; rerun to resume"
+        ) from e
+    summary.rows += committed.num_rows
+    summary.labels = dict(Counter(summary.labels) + Counter(committed["label"].to_pylist()))
+    codes = (e.split(":", 1)[0] for e in committed["error"].to_pylist() if e)
+    summary.errors = dict(Counter(summary.errors) + Counter(codes))

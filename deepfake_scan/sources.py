@@ -12,10 +12,23 @@ import io
 import posixpath
 import tarfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import chain, islice
 
 from deepfake_scan.errors import ScanError
-from deepfake_scan.storage import get_fs, unstrip
+from deepfake_scan.listing import Row, read_manifest, walk
+from deepfake_scan.storage import (
+    S3_PROTOCOLS,
+    describe_error,
+    error_code,
+    get_fs,
+    is_storage_error,
+    missing_reason,
+    protocol_of,
+    storage_errors,
+    unstrip,
+)
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -80,27 +93,108 @@ def _etag(info: dict) -> str:
     return f"{mtime}-{info.get('size', 0)}"
 
 
-def list_inputs(source: str) -> list[Input]:
-    """Every object under ``source`` (a file, folder or prefix), sorted by uri."""
+def list_inputs(source: str, manifest: str | None = None) -> Iterator[Input]:
+    """Every object under ``source`` (a file, folder or prefix), sorted by uri; with a
+    ``manifest``, the objects it names under ``source``, in its order.
+
+    The source is checked here, before any work: a missing bucket or prefix, denied access or
+    rejected credentials raise one ScanError line. The objects themselves are streamed: listed
+    page by page, prefixes in parallel (see ``deepfake_scan.listing``).
+    """
+    if manifest:
+        return _manifest_inputs(source, read_manifest(manifest))
     fs, path = get_fs(source)
     try:
+        info = _s3_probe(fs, path) if protocol_of(fs) in S3_PROTOCOLS else fs.info(path)
+    except FileNotFoundError as e:
+        why = "bucket does not exist" if error_code(e) == "NoSuchBucket" else None
+        raise ScanError(f"source not found: {source}: {why or missing_reason(fs, path)}") from None
+    except Exception as e:
+        if not is_storage_error(e):
+            raise
+        raise ScanError(f"source not readable: {source}: {describe_error(e)}") from None
+    entries = walk(fs, path) if info["type"] == "directory" else iter([(path, info)])
+    return _visible(fs, path, entries)
+
+
+def _visible(fs, root: str, entries: Iterator[tuple[str, dict]]) -> Iterator[Input]:
+    with storage_errors("source not readable while listing", unstrip(fs, root)):
+        for p, i in entries:
+            if posixpath.basename(p).startswith(".") or "/." in p[len(root) :]:
+                continue  # hidden files and folders (.DS_Store, .git) are not archive content
+            yield Input(unstrip(fs, p), kind_of(p), int(i.get("size") or 0), _etag(i))
+
+
+def _s3_probe(fs, path: str) -> dict:
+    """The object's info, or ``{"type": "directory"}`` for a prefix. A LIST goes first: unlike a
+    HEAD, its errors say why (NoSuchBucket, AccessDenied, InvalidAccessKeyId, ...)."""
+    bucket, _, key = path.partition("/")
+    listing_error = None
+    try:
+        prefix = f"{key.rstrip('/')}/" if key else ""
+        page = fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        if not key or page.get("KeyCount") or page.get("Contents"):
+            return {"type": "directory"}
+    except Exception as e:
+        if not key or error_code(e) == "NoSuchBucket" or not is_storage_error(e):
+            raise
+        listing_error = e  # a reader without s3:ListBucket may still read a single object
+    try:
         info = fs.info(path)
-    except FileNotFoundError:
-        raise ScanError(f"source not found: {source}") from None
-    except PermissionError as e:
-        raise ScanError(f"source not readable: {source}: {e}") from None
-    if info["type"] == "directory":
-        found = fs.find(path, detail=True)
-        entries = sorted((p, i) for p, i in found.items() if i.get("type") != "directory")
-    else:
-        entries = [(path, info)]
-    inputs = []
-    for p, i in entries:
-        name = posixpath.basename(p)
-        if name.startswith(".") or "/." in p[len(path) :]:
-            continue  # hidden files and folders (.DS_Store, .git) are not archive content
-        inputs.append(Input(unstrip(fs, p), kind_of(p), int(i.get("size") or 0), _etag(i)))
-    return inputs
+    except Exception:
+        if listing_error is not None:
+            raise listing_error from listing_error.__cause__  # the cause holds the S3 code
+        raise
+    return info if info.get("type") != "directory" else {"type": "directory"}
+
+
+def _manifest_inputs(source: str, rows: Iterator[Row]) -> Iterator[Input]:
+    """Manifest rows under ``source`` as inputs; rows without size or ETag get them by HEAD."""
+    base = source.rstrip("/")
+    seen: set[str] = set()
+
+    def wanted() -> Iterator[Row]:
+        for uri, size, etag in rows:
+            if uri in seen or uri.endswith("/") or not (uri == base or uri.startswith(base + "/")):
+                continue
+            seen.add(uri)
+            yield uri, size, etag
+
+    first = list(islice(wanted(), 1))
+    if first:  # fail fast on storage that cannot be read at all, not row by row
+        uri = first[0][0]
+        fs, path = get_fs(uri)
+        try:
+            fs.info(path)
+        except FileNotFoundError:
+            pass  # one missing object is a verdict row with an error, not a failed scan
+        except Exception as e:
+            if not is_storage_error(e):
+                raise
+            raise ScanError(f"source not readable: {uri}: {describe_error(e)}") from None
+    return _complete(chain(first, wanted()))
+
+
+def _complete(rows: Iterator[Row], chunk: int = 512) -> Iterator[Input]:
+    """Inputs in manifest order; HEADs (only for rows that need them) run 16 at a time."""
+    with ThreadPoolExecutor(16, thread_name_prefix="deepfake-scan-head") as pool:
+        while batch := list(islice(rows, chunk)):
+            if all(size is not None and etag is not None for _, size, etag in batch):
+                yield from map(_manifest_input, batch)
+            else:
+                yield from pool.map(_manifest_input, batch)
+
+
+def _manifest_input(row: Row) -> Input:
+    uri, size, etag = row
+    if size is None or etag is None:
+        fs, path = get_fs(uri)
+        try:
+            info = fs.info(path)
+            size, etag = int(info.get("size") or 0) if size is None else size, _etag(info)
+        except Exception:  # read again (and reported) when the scan reads it
+            size, etag = size or 0, ""
+    return Input(uri, kind_of(uri), size, etag.strip('"'))
 
 
 def iter_records(
@@ -211,3 +305,31 @@ def _parquet_cell(uri: str, value: object, key: str | None) -> Record:
     if isinstance(value, str):
         return Record(uri, error="not_an_image: the column holds text, not bytes", key=key)
     return Record(uri, data=bytes(value), key=key)
+
+
+def read_record(
+    uri: str, image_column: str = "image", max_bytes: int = DEFAULT_MAX_BYTES
+) -> Record:
+    """Read one record by the uri its verdict carries: a file, ``<tar>#<member>`` or
+    ``<parquet>#<row>`` (for thumbnails, labelled shards and reviews)."""
+    base, _, fragment = uri.partition("#")
+    kind = kind_of(base) if fragment else "file"
+    if kind == "file":
+        fs, path = get_fs(uri)
+        try:
+            size = fs.size(path) or 0
+        except Exception as e:
+            return Record(uri, error=f"read_error: {type(e).__name__}: {_first_line(e)}")
+        return _file_record(Input(uri, "file", size, ""), max_bytes)
+    inp = Input(base, kind, 0, "")
+    if kind == "parquet":
+        if not fragment.isdigit():
+            return Record(uri, error=f"read_error: {fragment!r} is not a row index")
+        for i, rec in enumerate(_parquet_records(inp, image_column, None)):
+            if i == int(fragment) or rec.uri == base:
+                return rec
+    else:
+        for rec in _tar_records(inp, max_bytes):
+            if rec.uri in (uri, base):
+                return rec
+    return Record(uri, error=f"read_error: {fragment!r} not found in {base}")

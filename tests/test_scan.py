@@ -3,91 +3,25 @@
 from __future__ import annotations
 
 import io
-import tarfile
 
 import duckdb
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 import deepfake_scan
 from deepfake_scan.store import VERDICT_SCHEMA, VerdictStore
-from tests.fixtures import add_member, image_bytes, tar_bytes
+from tests.fixtures import image_bytes, make_sample_archive
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 MAX_PIXELS = 5_000_000  # the archive's 9-megapixel PNG is a decompression bomb under this limit
-
-
-def make_archive(root) -> dict[str, str | None]:
-    """A mixed archive; returns each expected verdict uri -> its error code (None = scored)."""
-    expected: dict[str, str | None] = {}
-
-    def put(rel: str, data: bytes, code: str | None) -> None:
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        expected[str(path)] = code
-
-    for i in range(12):
-        put(f"photos/{i // 4}/img{i}.jpg", image_bytes("JPEG", (90 + i, 70), seed=i), None)
-    put("photos/scan.png", image_bytes("PNG", (50, 50), mode="L"), None)
-    put("photos/no_extension", image_bytes("WEBP"), None)
-    put("photos/big.jpg", image_bytes("JPEG", (640, 480), seed=99), None)
-    put("bad/empty.jpg", b"", "empty_file")
-    put("bad/readme.txt", b"not an image", "not_an_image")
-    put("bad/truncated.jpg", image_bytes("JPEG", (200, 200))[:400], "decode_error")
-    bomb = io.BytesIO()
-    Image.new("L", (3000, 3000)).save(bomb, "PNG")  # 9 Mpx in a few KB
-    put("bad/bomb.png", bomb.getvalue(), "too_large")
-
-    shard = root / "shards" / "shard-000.tar"
-    shard.parent.mkdir(parents=True)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in [
-            ("s0.jpg", image_bytes(seed=5)),
-            ("s0.json", b"{}"),
-            ("s0.cls", b"1"),
-            ("../evil.jpg", image_bytes(seed=6)),
-            ("s1.png", b"garbage"),
-        ]:
-            add_member(tar, name, data)
-        link = tarfile.TarInfo("link.jpg")
-        link.type = tarfile.SYMTYPE
-        link.linkname = "/etc/passwd"
-        tar.addfile(link)
-    shard.write_bytes(buf.getvalue())
-    expected.update(
-        {
-            f"{shard}#s0.jpg": None,
-            f"{shard}#../evil.jpg": None,
-            f"{shard}#s1.png": "not_an_image",
-            f"{shard}#link.jpg": "unsupported_member",
-        }
-    )
-    (root / "shards" / "shard-001.tar").write_bytes(tar_bytes({"t.jpg": image_bytes(seed=8)}))
-    expected[f"{root}/shards/shard-001.tar#t.jpg"] = None
-
-    table_path = root / "tables" / "part-0.parquet"
-    table_path.parent.mkdir()
-    pq.write_table(pa.table({"image": [image_bytes(seed=20), None, b"\x00\x00"]}), table_path)
-    expected.update(
-        {
-            f"{table_path}#0": None,
-            f"{table_path}#1": "null_image",
-            f"{table_path}#2": "not_an_image",
-        }
-    )
-    return expected
 
 
 @pytest.fixture
 def archive(tmp_path):
     root = tmp_path / "archive"
     root.mkdir()
-    return root, make_archive(root)
+    return root, make_sample_archive(root)
 
 
 def test_mixed_archive_gets_exactly_one_verdict_per_input(archive, tmp_path, tiny_model):

@@ -36,7 +36,7 @@ def test_parts_without_a_commit_record_are_invisible(tmp_path):
     now = datetime.now(timezone.utc)
     part = store.write_part("r1", 0, rows(["a", "b"], "fake", "r1", now))
     assert read_verdicts(str(tmp_path)).num_rows == 0  # written, not committed
-    store.commit("r1", 0, [part], rows=2, final=False)
+    store.commit("r1", [part], rows=2, final=False)
     assert read_verdicts(str(tmp_path)).column("uri").to_pylist() == ["a", "b"]
     # a crashed run's part, never committed, stays invisible
     store.write_part("r2", 0, rows(["c"], "fake", "r2", now))
@@ -47,9 +47,9 @@ def test_latest_verdict_per_uri_and_all_runs(tmp_path):
     store = VerdictStore(str(tmp_path))
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     p1 = store.write_part("r1", 0, rows(["a", "b"], "real", "r1", t0))
-    store.commit("r1", 0, [p1], 2, final=True)
+    store.commit("r1", [p1], 2, final=True)
     p2 = store.write_part("r2", 0, rows(["a"], "fake", "r2", t0 + timedelta(days=1)))
-    store.commit("r2", 0, [p2], 1, final=True)
+    store.commit("r2", [p2], 1, final=True)
     latest = read_verdicts(str(tmp_path)).to_pylist()
     assert {(r["uri"], r["label"], r["run_id"]) for r in latest} == {
         ("a", "fake", "r2"),
@@ -63,7 +63,7 @@ def test_stray_and_half_written_records_are_ignored(tmp_path):
     store = VerdictStore(str(tmp_path))
     (tmp_path / "_commits").mkdir()
     (tmp_path / "_commits" / "junk.json").write_text('{"run_id": "x", "se')  # torn, not ours
-    (tmp_path / "_commits" / "r9-000000.json.tmp-1234").write_text("{}")
+    (tmp_path / "_commits" / "000000000000.json.tmp-1234").write_text("{}")
     assert store.commits() == []
     assert read_verdicts(str(tmp_path)).num_rows == 0
 

@@ -1,0 +1,146 @@
+"""Scan throughput and memory on this machine, all figures from one run.
+
+    python benchmarks/bench_scan.py --n 3000 [--model M] [--work /tmp/bench]
+
+Prints, for N 1024x768 JPEGs: model-forward-only images/s; reduced-size decode images/s per core;
+the machine's limit (forward + reduced decode, both cores busy); a plain single-process loop
+(PIL full decode + resize + forward, batch 64); and the whole ``deepfake-scan scan`` command
+(start-up included) with its peak memory (all processes), at N/10 and N images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+from PIL import Image
+
+from deepfake_scan.decode import open_image
+from deepfake_scan.detector import load_detector
+from deepfake_scan.preprocess import fit_image
+
+
+def make_photos(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        path = folder / f"{i // 1000:03d}" / f"photo{i:05d}.jpg"
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            yy, xx = np.mgrid[0:768, 0:1024]
+            base = rng.uniform(0, 255, 3) + rng.uniform(-0.2, 0.2, 3) * (xx + yy)[..., None]
+            arr = np.clip(base + rng.normal(0, 6, (768, 1024, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(path, "JPEG", quality=90)
+        paths.append(path)
+    return paths
+
+
+def forward_rate(detector, batch: int = 64, seconds: float = 10.0) -> float:
+    size = detector.card.preprocessing.input_size
+    pixels = np.random.default_rng(0).integers(0, 255, (batch, size, size, 3), dtype=np.uint8)
+    detector.predict_pixels(pixels)  # warm-up
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        detector.predict_pixels(pixels)
+        n += batch
+    return n / (time.perf_counter() - start)
+
+
+def decode_rate(paths: list[Path], pre, count: int = 300) -> float:
+    blobs = [p.read_bytes() for p in paths[:count]]
+    start = time.perf_counter()
+    for blob in blobs:
+        img, _, _ = open_image(blob, draft=pre.input_size)
+        fit_image(img, pre)
+    return len(blobs) / (time.perf_counter() - start)
+
+
+def plain_loop_rate(paths: list[Path], detector, batch: int = 64) -> float:
+    """What a user writes first: full PIL decode, resize, forward; one process."""
+    pre = detector.card.preprocessing
+    start, pending = time.perf_counter(), []
+    for path in paths:
+        img = Image.open(io.BytesIO(path.read_bytes())).convert("RGB")
+        pending.append(fit_image(img, pre))
+        if len(pending) == batch:
+            detector.predict_pixels(np.stack(pending))
+            pending = []
+    if pending:
+        detector.predict_pixels(np.stack(pending))
+    return len(paths) / (time.perf_counter() - start)
+
+
+def scan_command(source: Path, out: Path, model: str | None, n: int) -> tuple[float, float]:
+    """Run the real CLI; returns (images/s including start-up, peak RSS of all its processes)."""
+    cmd = [sys.executable, "-m", "jobs.scan", str(source), "--out", str(out), "--full"]
+    if model:
+        cmd += ["--model", model]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    peak, parent = 0, psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            procs = [parent, *parent.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"scan failed with exit code {proc.returncode}")
+    return n / elapsed, peak / 2**20
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=3000)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--work", default="/tmp/deepfake-scan-bench")
+    args = parser.parse_args(argv)
+    work = Path(args.work)
+    paths = make_photos(work / "photos", args.n)
+    small = work / "photos-small"
+    if not small.exists():
+        small.mkdir()
+        for p in paths[: args.n // 10]:
+            (small / p.name).symlink_to(p)
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(cores)
+    detector = load_detector(args.model)
+    pre = detector.card.preprocessing
+    fwd = forward_rate(detector)
+    dec = decode_rate(paths, pre)
+    limit = 1.0 / (1.0 / fwd + 1.0 / (dec * cores))
+    plain = plain_loop_rate(paths, detector)
+    small_rate, small_peak = scan_command(small, work / "out-small", args.model, args.n // 10)
+    rate, peak = scan_command(work / "photos", work / "out", args.model, args.n)
+    print(
+        f"model {detector.model_id}, input {pre.input_size}px, {cores} cores, "
+        f"{args.n} JPEGs 1024x768"
+    )
+    print(f"model forward only          {fwd:8.1f} images/s ({cores} threads, batch 64)")
+    print(f"reduced-size decode         {dec:8.1f} images/s per core")
+    print(f"machine limit               {limit:8.1f} images/s (forward + decode, all cores)")
+    print(f"plain loop (full decode)    {plain:8.1f} images/s")
+    print(
+        f"deepfake-scan scan, N/10    {small_rate:8.1f} images/s, peak memory {small_peak:7.0f} MiB"
+    )
+    print(f"deepfake-scan scan, N       {rate:8.1f} images/s, peak memory {peak:7.0f} MiB")
+    print(f"scan / plain loop           {rate / plain:8.2f}x")
+    print(f"scan / machine limit        {rate / limit:8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Training data: list the labelled sources, read them with the scan's readers, split by content.
+
+The split is a function of the image bytes' sha256 only, so it is the same on every run and
+machine, and no file name or path (which carry the label in the shared data) can leak into it.
+Ray Data does the reading and the per-epoch augmentation; the maths lives in plain functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import numpy as np
+
+from deepfake_scan.errors import ScanError
+from deepfake_scan.train.config import TrainConfig
+
+LABELS = {"real": 0, "fake": 1}
+SPLITS = ("train", "val", "test")
+
+
+def split_of(sha256: str, val_fraction: float, test_fraction: float) -> str:
+    """``train``, ``val`` or ``test`` from the first 64 bits of the content hash."""
+    u = int(sha256[:16], 16) / 2**64
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+def list_labelled(cfg: TrainConfig) -> list[dict]:
+    """Every listed input of the real and fake sources, with its label (0 real, 1 fake)."""
+    from deepfake_scan.sources import list_inputs
+
+    rows = []
+    for name, sources in (("real", cfg.real), ("fake", cfg.fake)):
+        inputs = [inp for src in sources for inp in list_inputs(src)]
+        if cfg.limit_per_class:
+            inputs = inputs[: cfg.limit_per_class]
+        if not inputs:
+            raise ScanError(f"no {name} images found in {', '.join(sources)}")
+        rows += [
+            {"uri": i.uri, "kind": i.kind, "size": i.size, "etag": i.etag, "label": LABELS[name]}
+            for i in inputs
+        ]
+    return rows
+
+
+def read_labelled(batch: dict[str, np.ndarray], val_fraction: float, test_fraction: float):
+    """Listed inputs -> one row per readable record: uri, sha256, label, split and bytes.
+
+    Records that cannot be read are dropped here (training needs pixels); the count of dropped
+    records is what ``dataset_summary`` reports as ``unreadable``.
+    """
+    from deepfake_scan.sources import Input, iter_records
+
+    out: dict[str, list] = {k: [] for k in ("uri", "sha256", "label", "split", "data", "error")}
+    for i in range(len(batch["uri"])):
+        inp = Input(batch["uri"][i], batch["kind"][i], int(batch["size"][i]), batch["etag"][i])
+        for rec in iter_records(inp):
+            sha = hashlib.sha256(rec.data).hexdigest() if rec.data else ""
+            out["uri"].append(rec.uri)
+            out["sha256"].append(sha)
+            out["label"].append(int(batch["label"][i]))
+            out["split"].append(split_of(sha, val_fraction, test_fraction) if sha else "")
+            out["data"].append(rec.data or b"")
+            out["error"].append(rec.error or ("" if rec.data else "empty_file: 0 bytes"))
+    return {k: np.array(v, dtype=np.int64 if k == "label" else object) for k, v in out.items()}
+
+
+def load_records(cfg: TrainConfig, rows: list[dict]):
+    """The listed inputs' records as one materialised Ray Dataset (bytes read once, not per
+    epoch); ``rows`` come from ``list_labelled``."""
+    import ray
+
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(64, len(rows) // 256)))
+    ds = ds.map_batches(
+        read_labelled,
+        fn_kwargs={"val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction},
+        batch_size=64,
+        batch_format="numpy",
+    )
+    return ds.materialize()
+
+
+def split_datasets(records) -> dict:
+    """train / val / test views of the materialised records (readable ones only)."""
+    readable = records.filter(expr="error == ''")
+    return {s: readable.filter(expr=f"split == '{s}'") for s in SPLITS}
+
+
+def dataset_summary(records) -> dict:
+    """Counts per split and class, and unreadable records: goes into model.json."""
+    # Three small columns to the driver: cheaper than a distributed group-by at any size that
+    # the driver also scores at the end.
+    summary: dict = {s: {"real": 0, "fake": 0} for s in SPLITS}
+    summary["unreadable"] = 0
+    for batch in records.select_columns(["split", "label", "error"]).iter_batches(
+        batch_format="numpy", batch_size=65536
+    ):
+        for split, label, error in zip(batch["split"], batch["label"], batch["error"], strict=True):
+            if error:
+                summary["unreadable"] += 1
+            else:
+                summary[split]["fake" if label else "real"] += 1
+    return summary
+
+
+def decode_rgb(data: bytes, draft: int | None = None):
+    """Bytes -> RGB PIL image through the scan's decoder, or None if it cannot be decoded."""
+    from deepfake_scan.decode import DecodeError, open_image
+
+    try:
+        return open_image(data, draft=draft)[0]
+    except DecodeError:
+        return None
+
+
+class TrainTransform:
+    """Ray Data step: bytes -> one random augmented view per image (+ self-blended fakes)."""
+
+    def __init__(self, cfg: dict):
+        self.cfg = TrainConfig.from_dict(cfg)
+        self.pre = self.cfg.preprocessing()
+        self.rng = np.random.default_rng()  # fresh views every epoch, on every worker
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from deepfake_scan.train.augment import train_view
+        from deepfake_scan.train.sbi import self_blend
+
+        cfg, rng = self.cfg, self.rng
+        pixels, labels = [], []
+        for data, label in zip(batch["data"], batch["label"], strict=True):
+            img = decode_rgb(data)
+            if img is None:
+                continue
+            pixels.append(train_view(img, rng, cfg.augment, self.pre, cfg.train_crop))
+            labels.append(float(label))
+            if cfg.sbi and label == 0 and rng.random() < cfg.sbi_share:
+                fake = self_blend(img, rng)
+                pixels.append(train_view(fake, rng, cfg.augment, self.pre, cfg.train_crop))
+                labels.append(1.0)
+        return _pixel_batch(pixels, labels, cfg.train_crop or self.pre.input_size)
+
+
+class EvalTransform:
+    """Ray Data step: bytes -> the image as the scan sees it, and identically re-encoded."""
+
+    def __init__(self, cfg: dict):
+        self.cfg = TrainConfig.from_dict(cfg)
+        self.pre = self.cfg.preprocessing()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from deepfake_scan.preprocess import fit_image
+        from deepfake_scan.train.augment import eval_view
+
+        as_is, reenc, labels = [], [], []
+        for data, label in zip(batch["data"], batch["label"], strict=True):
+            img = decode_rgb(data, draft=self.pre.input_size)
+            if img is None:
+                continue
+            as_is.append(fit_image(img, self.pre))
+            reenc.append(fit_image(eval_view(img, "reencoded", self.cfg.eval_quality), self.pre))
+            labels.append(float(label))
+        out = _pixel_batch(as_is, labels, self.pre.input_size)
+        out["pixels_reencoded"] = _pixel_batch(reenc, labels, self.pre.input_size)["pixels"]
+        return out
+
+
+def train_batch(batch: dict[str, np.ndarray], cfg: dict) -> dict[str, np.ndarray]:
+    """Task form of ``TrainTransform`` (no actor pool holding CPUs between epochs)."""
+    return TrainTransform(cfg)(batch)
+
+
+def eval_batch(batch: dict[str, np.ndarray], cfg: dict) -> dict[str, np.ndarray]:
+    return EvalTransform(cfg)(batch)
+
+
+def _pixel_batch(pixels: list, labels: list, size: int) -> dict[str, np.ndarray]:
+    if not pixels:
+        return {
+            "pixels": np.zeros((0, size, size, 3), np.uint8),
+            "label": np.zeros(0, np.float32),
+        }
+    return {"pixels": np.stack(pixels), "label": np.asarray(labels, np.float32)}
+
+
+def iter_eval_images(rows: list[dict], draft: int) -> Iterator[tuple[object, int]]:
+    """(PIL image, label) for records fetched to the driver, skipping undecodable ones."""
+    for row in rows:
+        img = decode_rgb(row["data"], draft=draft)
+        if img is not None:
+            yield img, int(row["label"])

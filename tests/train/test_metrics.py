@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+from deepfake_scan.metrics import (
+    binary_metrics,
+    choose_review_band,
+    choose_threshold,
+    eer,
+    expected_calibration_error,
+    fit_temperature,
+    sigmoid,
+)
+
+
+@pytest.fixture
+def scored():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    scores = np.clip(0.5 + (y - 0.5) * 0.4 + rng.normal(0, 0.25, 400), 0, 1)
+    return y, scores
+
+
+def test_binary_metrics_agree_with_scikit_learn(scored):
+    y, s = scored
+    m = binary_metrics(y, s, threshold=0.6)
+    pred = (s >= 0.6).astype(int)
+    assert m["auc"] == pytest.approx(roc_auc_score(y, s))
+    assert m["ap"] == pytest.approx(average_precision_score(y, s))
+    assert m["acc"] == pytest.approx(accuracy_score(y, pred))
+    assert m["fake_acc"] == pytest.approx(recall_score(y, pred, pos_label=1))
+    assert m["real_acc"] == pytest.approx(recall_score(y, pred, pos_label=0))
+    assert (m["n"], m["n_real"] + m["n_fake"]) == (400, 400)
+
+
+def test_one_class_gives_nan_ranking_metrics_not_zero():
+    m = binary_metrics([1, 1, 1], [0.2, 0.7, 0.9])
+    assert np.isnan(m["auc"]) and np.isnan(m["eer"]) and np.isnan(m["real_acc"])
+    assert m["fake_acc"] == pytest.approx(2 / 3)
+
+
+def test_eer_extremes_and_symmetric_case():
+    assert eer([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 0.0
+    assert eer([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 1.0
+    # One real above one fake out of two each: both error rates meet at 0.5.
+    assert eer([0, 0, 1, 1], [0.1, 0.7, 0.6, 0.9]) == pytest.approx(0.5)
+
+
+def test_ece_by_hand():
+    # Two bins used: confidence 0.9 (both right) and 0.6 (one of two right).
+    y = [1, 0, 1, 1]
+    p = [0.9, 0.1, 0.6, 0.4]
+    expected = 0.5 * abs(1.0 - 0.9) + 0.5 * abs(0.5 - 0.6)
+    assert expected_calibration_error(y, p) == pytest.approx(expected)
+
+
+def test_temperature_recovers_the_generating_temperature():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 6, 20000)
+    y = (rng.random(20000) < sigmoid(logits / 3.0)).astype(int)
+    t = fit_temperature(y, logits)
+    assert t == pytest.approx(3.0, rel=0.08)
+    before = expected_calibration_error(y, sigmoid(logits))
+    after = expected_calibration_error(y, sigmoid(logits / t))
+    assert after < before
+
+
+def test_threshold_and_review_band(scored):
+    y, s = scored
+    thr = choose_threshold(y, s)
+    assert 0.3 < thr < 0.7
+    lo, hi = choose_review_band(y, s, thr, max_error=0.05)
+    assert lo <= thr <= hi
+    outside = (s < lo) | (s >= hi)
+    errors = ((s[outside] >= thr) != y[outside].astype(bool)).mean()
+    assert errors <= 0.05
+    assert outside.mean() > 0.2  # the band does not swallow everything
+
+
+def test_perfect_scores_need_no_review_band():
+    y = np.array([0, 0, 1, 1])
+    s = np.array([0.1, 0.2, 0.8, 0.9])
+    thr = choose_threshold(y, s)
+    assert choose_review_band(y, s, thr) == (thr, thr)
