@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from deepfake_scan.errors import ScanError
+from deepfake_scan.train.config import AugmentConfig
 
 # The argument list ``main`` was given, and by which program: the recorded command must be the
 # one that ran, also when the CLI is called from Python (tests, notebooks) rather than a shell.
@@ -54,6 +55,13 @@ def train(
     batch_size: Annotated[int, typer.Option(min=2, help="Images per worker step.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, one-cycle).")] = 2e-3,
     weight_decay: Annotated[float, typer.Option()] = 0.05,
+    rescale_prob: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of images resized by 0.45-1.3x first.")
+    ] = AugmentConfig.rescale_prob,
+    blur_prob: Annotated[float, typer.Option(min=0, max=1)] = AugmentConfig.blur_prob,
+    jpeg_light_share: Annotated[
+        float, typer.Option(min=0, max=1, help="Share re-encoded at q75-100, not q30-100.")
+    ] = AugmentConfig.jpeg_light_share,
     gan: Annotated[
         bool, typer.Option(help="Train a GAN; its samples join batches as fakes.")
     ] = False,
@@ -86,6 +94,9 @@ def train(
     cfg = TrainConfig(
         real=real, fake=fake, out=out, arch=arch, epochs=epochs, input_size=input_size,
         train_crop=train_crop,
+        augment=AugmentConfig(
+            rescale_prob=rescale_prob, blur_prob=blur_prob, jpeg_light_share=jpeg_light_share
+        ),
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, gan=gan, gan_share=gan_share,
         sbi=sbi, sbi_share=sbi_share, num_workers=num_workers, cpus_per_worker=cpus_per_worker,
         threads_per_worker=threads_per_worker, use_gpu=use_gpu, resume=resume,

@@ -86,8 +86,10 @@ def load_records(cfg: TrainConfig, rows: list[dict]):
 
 def split_datasets(records) -> dict:
     """train / val / test views of the materialised records (readable ones only)."""
-    readable = records.filter(expr="error == ''")
-    return {s: readable.filter(expr=f"split == '{s}'") for s in SPLITS}
+    from ray.data.expressions import col
+
+    readable = records.filter(expr=col("error") == "")
+    return {s: readable.filter(expr=col("split") == s) for s in SPLITS}
 
 
 def dataset_summary(records) -> dict:

@@ -187,7 +187,8 @@ def model_card_markdown(card) -> str:
     lines = [
         f"# {card.name} {card.version}",
         "",
-        f"`{card.model_id}`: architecture `{card.architecture}` {card.arch_kwargs or ''}, "
+        f"`{card.model_id}`: architecture `{card.architecture}`"
+        f"{' ' + json.dumps(card.arch_kwargs) if card.arch_kwargs else ''}, "
         f"input {card.preprocessing.input_size} px ({card.preprocessing.resize}, "
         f"{card.preprocessing.interpolation}); trained on random "
         f"{t.get('config', {}).get('train_crop') or card.preprocessing.input_size} px windows of "
@@ -233,7 +234,8 @@ def model_card_markdown(card) -> str:
     for h in t.get("history", []):
         cells = [h.get(k) for k in ("train_loss", "val_loss", "train_auc", "val_auc",
                                     "val_reencoded_auc", "seconds")]  # fmt: skip
-        lines.append(f"| {h['epoch']} | " + " | ".join(_cell(c) for c in cells) + " |")
+        lines.append(f"| {h['epoch']} | " + " | ".join(_cell(c) for c in cells[:-1]) + " | "
+                     f"{cells[-1]:.0f} |")  # fmt: skip
     lines += ["", "## Limits", "", _LIMITS, ""]
     return "\n".join(lines)
 
