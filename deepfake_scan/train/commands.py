@@ -54,7 +54,13 @@ def train(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=2, help="Images per worker step.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, one-cycle).")] = 2e-3,
+    corrections: Annotated[
+        list[str] | None, typer.Option(help="Verdict store with human corrections; repeat.")
+    ] = None,
     weight_decay: Annotated[float, typer.Option()] = 0.05,
+    adversarial: Annotated[
+        bool, typer.Option(help="Add FGSM adversarial copies of each batch.")
+    ] = False,
     rescale_prob: Annotated[
         float, typer.Option(min=0, max=1, help="Share of images resized by 0.45-1.3x first.")
     ] = AugmentConfig.rescale_prob,
@@ -92,13 +98,15 @@ def train(
     from deepfake_scan.train.job import run_training
 
     cfg = TrainConfig(
-        real=real, fake=fake, out=out, arch=arch, epochs=epochs, input_size=input_size,
+        real=real, fake=fake, corrections=corrections or [],
+        out=out, arch=arch, epochs=epochs, input_size=input_size,
         train_crop=train_crop,
         augment=AugmentConfig(
             rescale_prob=rescale_prob, blur_prob=blur_prob, jpeg_light_share=jpeg_light_share
         ),
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, gan=gan, gan_share=gan_share,
-        sbi=sbi, sbi_share=sbi_share, num_workers=num_workers, cpus_per_worker=cpus_per_worker,
+        sbi=sbi, sbi_share=sbi_share, adversarial=adversarial, num_workers=num_workers,
+        cpus_per_worker=cpus_per_worker,
         threads_per_worker=threads_per_worker, use_gpu=use_gpu, resume=resume,
         checkpoint_dir=checkpoint_dir, init_weights=init_weights, limit_per_class=limit_per_class,
         max_steps_per_epoch=max_steps_per_epoch, val_fraction=val_fraction,

@@ -33,6 +33,9 @@ class AugmentConfig:
 class TrainConfig:
     real: list[str] = field(default_factory=list)
     fake: list[str] = field(default_factory=list)
+    # Verdict stores whose human corrections (``deepfake-scan corrections import``) join the
+    # training data with the reviewer's label, overriding the folder a file came from.
+    corrections: list[str] = field(default_factory=list)
     out: str = ""
     name: str = "deepfake-detector"
     version: str = "0.1.0"
@@ -66,6 +69,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # cap for smoke tests
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     sbi: bool = False
+    adversarial: bool = False  # add FGSM examples of each batch (see deepfake_scan.evaluate)
     sbi_share: float = 0.5  # chance that a real training image also yields a self-blended fake
     gan: bool = False
     gan_share: float = 0.125  # extra GAN fakes per detector batch, as a share of its size

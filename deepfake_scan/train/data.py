@@ -44,7 +44,25 @@ def list_labelled(cfg: TrainConfig) -> list[dict]:
             {"uri": i.uri, "kind": i.kind, "size": i.size, "etag": i.etag, "label": LABELS[name]}
             for i in inputs
         ]
-    return rows
+    return _with_corrections(rows, cfg.corrections)
+
+
+def _with_corrections(rows: list[dict], stores: list[str]) -> list[dict]:
+    """Human decisions from verdict stores: each corrected record is trained with the
+    reviewer's label (read by its record uri: a file, a tar member or a Parquet row)."""
+    from deepfake_scan.label.corrections import corrections_as_training_lists
+
+    corrected: dict[str, int] = {}
+    for store in stores:
+        real, fake = corrections_as_training_lists(store)
+        corrected.update({u: LABELS["real"] for u in real} | {u: LABELS["fake"] for u in fake})
+    if not corrected:
+        return rows
+    kept = [r for r in rows if r["uri"] not in corrected]
+    return kept + [
+        {"uri": u, "kind": "record", "size": 0, "etag": "", "label": label}
+        for u, label in sorted(corrected.items())
+    ]
 
 
 def read_labelled(batch: dict[str, np.ndarray], val_fraction: float, test_fraction: float):
@@ -53,12 +71,13 @@ def read_labelled(batch: dict[str, np.ndarray], val_fraction: float, test_fracti
     Records that cannot be read are dropped here (training needs pixels); the count of dropped
     records is what ``dataset_summary`` reports as ``unreadable``.
     """
-    from deepfake_scan.sources import Input, iter_records
+    from deepfake_scan.sources import Input, iter_records, read_record
 
     out: dict[str, list] = {k: [] for k in ("uri", "sha256", "label", "split", "data", "error")}
     for i in range(len(batch["uri"])):
         inp = Input(batch["uri"][i], batch["kind"][i], int(batch["size"][i]), batch["etag"][i])
-        for rec in iter_records(inp):
+        records = [read_record(inp.uri)] if inp.kind == "record" else iter_records(inp)
+        for rec in records:
             sha = hashlib.sha256(rec.data).hexdigest() if rec.data else ""
             out["uri"].append(rec.uri)
             out["sha256"].append(sha)

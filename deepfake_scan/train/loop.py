@@ -182,6 +182,18 @@ def _progress(step: int, batch: int, losses: list[float], t0: float, every: int 
         print(f"step {step + 1}: loss {recent:.4f}, {rate:.1f} images/s", flush=True)
 
 
+def _with_adversarial(state: WorkerState, x: torch.Tensor, y: torch.Tensor, rng):
+    """Add FGSM copies of the batch (eps 1-4/255, the range the evaluation attacks): the
+    detector learns not to flip on perturbations that small."""
+    from deepfake_scan.evaluate.attacks import fgsm
+
+    pre = state.cfg.preprocessing()
+    eps = float(rng.uniform(1, 4)) / 255
+    # The unwrapped module: DDP must not see a forward without its backward.
+    x_adv = fgsm(_unwrap(state.model), x, y, eps, pre.mean, pre.std)
+    return torch.cat([x, x_adv]), torch.cat([y, y])
+
+
 def train_epoch(state: WorkerState, shard, rng: np.random.Generator) -> dict:
     """One pass over this worker's training shard; returns loss, accuracy and AUC inputs."""
     state.model.train()
@@ -199,7 +211,10 @@ def train_epoch(state: WorkerState, shard, rng: np.random.Generator) -> dict:
             pixels, y = torch.cat([pixels, fakes]), torch.cat([y, torch.ones(len(fakes))])
             gan_losses.append(gl)
         y = y.to(state.device)
-        logits = state.model(state.normalise(pixels))
+        x = state.normalise(pixels)
+        if state.cfg.adversarial:
+            x, y = _with_adversarial(state, x, y, rng)
+        logits = state.model(x)
         loss = balanced_bce(logits, y)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()

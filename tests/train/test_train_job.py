@@ -18,7 +18,9 @@ def _history(out: Path) -> list[dict]:
     return json.loads((out / "model.json").read_text())["training"]["history"]
 
 
-def test_two_workers_with_gan_and_sbi_make_a_model_the_scan_loads(ray_local, tiny_faces, tmp_path):
+def test_two_workers_with_gan_sbi_and_adversarial_make_a_model_the_scan_loads(
+    ray_local, tiny_faces, tmp_path
+):
     from deepfake_scan.detector import load_detector
     from deepfake_scan.models.artifact import read_card
     from tests.fixtures import image_bytes
@@ -31,6 +33,7 @@ def test_two_workers_with_gan_and_sbi_make_a_model_the_scan_loads(ray_local, tin
         "2",
         "--gan",
         "--sbi",
+        "--adversarial",
         "--epochs",
         "2",
         "--train-crop",
@@ -44,6 +47,7 @@ def test_two_workers_with_gan_and_sbi_make_a_model_the_scan_loads(ray_local, tin
     assert 0 <= lo <= card.threshold <= hi <= 1 and card.temperature > 0
     assert {"as_is", "reencoded", "jpeg50", "down0.5", "auc_drop"} <= set(card.metrics["test"])
     assert card.command.startswith("deepfake-scan train --real ") and "--gan" in card.command
+    assert "--adversarial" in card.command
     counts = card.training["data"]["counts"]
     assert sum(counts[s][c] for s in ("train", "val", "test") for c in ("real", "fake")) == 64
     history = _history(out)
