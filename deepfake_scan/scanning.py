@@ -173,11 +173,10 @@ def actor_resources(opts: ScanOptions) -> tuple[int, dict]:
     # CPU only: the model is the expensive step, but actors holding every CPU starve the decode
     # tasks and the pipeline stalls (measured here on 2 cores). Actors reserve half of what the
     # decoders leave, so a second scan on the same cluster still finds room; their torch
-    # threads, not the reservation, decide how many cores they really use. One actor per two
-    # CPUs: on 2 cores, two 1-thread actors scanned 10 % faster than one 2-thread actor.
-    n = opts.concurrency or max(1, cpus // 2)
+    # threads, not the reservation, decide how many cores they really use.
+    n = opts.concurrency or max(1, cpus // 8)
     decode_cpus = max(1, cpus // 4)
-    share = min(max(0.3, (cpus - decode_cpus) / n / 2), node_cpus / 2)
+    share = min(max(0.5, (cpus - decode_cpus) / n / 2), node_cpus / 2)
     threads = max(1, min(math.ceil(cpus / n), int(node_cpus)))
     return n, {"num_gpus": 0, "num_cpus": share, "threads": threads}
 
