@@ -181,6 +181,24 @@ def actor_resources(opts: ScanOptions) -> tuple[int, dict]:
     return n, {"num_gpus": 0, "num_cpus": share, "threads": threads}
 
 
+def input_dataset(items: list[dict], n_actors: int, files_per_block: int):
+    """Listed inputs as a Ray Dataset: each container (tar, Parquet) may get a block of its own,
+    plain files go ``files_per_block`` to a block, and there are enough blocks to feed the
+    actors."""
+    import ray
+
+    containers = sum(1 for it in items if it["kind"] != "file")
+    blocks = min(len(items), max(containers, math.ceil(len(items) / files_per_block), 2 * n_actors))
+    return ray.data.from_items(items, override_num_blocks=max(1, blocks))
+
+
+def worker_env_args() -> dict:
+    """Remote args giving workers on other nodes the driver's S3 endpoint and checksum settings
+    (never secrets)."""
+    env = worker_env()
+    return {"runtime_env": {"env_vars": env}} if env else {}
+
+
 def _dataset(items: list[dict], card: ModelCard, opts: ScanOptions, run_id: str):
     import ray
 
@@ -189,12 +207,8 @@ def _dataset(items: list[dict], card: ModelCard, opts: ScanOptions, run_id: str)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     n_actors, res = actor_resources(opts)
-    containers = sum(1 for it in items if it["kind"] != "file")
-    blocks = min(len(items), max(containers, math.ceil(len(items) / 32), 2 * n_actors))
-    ds = ray.data.from_items(items, override_num_blocks=max(1, blocks))
-    # Workers on other nodes need the driver's S3 endpoint and checksum settings (not secrets).
-    env = {"runtime_env": {"env_vars": worker_env()}} if worker_env() else {}
-    ds = ds.map_batches(
+    env = worker_env_args()
+    ds = input_dataset(items, n_actors, files_per_block=32).map_batches(
         read_decode,
         batch_size=None,
         num_cpus=DECODE_CPUS,

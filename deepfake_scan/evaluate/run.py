@@ -97,21 +97,22 @@ def _dataset(items: list[dict], card: ModelCard, opts: EvalOptions):
     import ray
 
     from deepfake_scan.evaluate.steps import EvalScorer, read_views
-    from deepfake_scan.scanning import ScanOptions, actor_resources
-    from deepfake_scan.storage import worker_env
+    from deepfake_scan.scanning import (
+        ScanOptions,
+        actor_resources,
+        input_dataset,
+        worker_env_args,
+    )
 
     ray.data.DataContext.get_current().enable_progress_bars = False
     # Sized exactly as a scan sizes its detectors, so an evaluation and a scan share a cluster.
     n_actors, res = actor_resources(
         ScanOptions(concurrency=opts.concurrency, num_gpus=opts.num_gpus)
     )
-    containers = sum(1 for it in items if it["kind"] != "file")
-    blocks = min(len(items), max(containers, math.ceil(len(items) / 16), 2 * n_actors))
-    env = {"runtime_env": {"env_vars": worker_env()}} if worker_env() else {}
+    env = worker_env_args()
     # Every record carries all its views: a model batch of ~batch_size images is this many rows.
     rows = max(1, opts.batch_size // len(opts.views))
-    ds = ray.data.from_items(items, override_num_blocks=max(1, blocks))
-    ds = ds.map_batches(
+    ds = input_dataset(items, n_actors, files_per_block=16).map_batches(
         read_views,
         batch_size=None,
         num_cpus=DECODE_CPUS,
