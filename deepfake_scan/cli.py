@@ -78,6 +78,9 @@ def scan(
     rescan_on_model_change: RescanOnModelChange = False,
     manifest: Manifest = None,
     s3_endpoint: S3Endpoint = None,
+    faces: Annotated[
+        bool, typer.Option(help="Score each face found (per-face results in column faces).")
+    ] = False,
     json_out: JsonOut = False,
 ) -> None:
     """Scan SOURCE and write Parquet verdicts to OUT."""
@@ -100,6 +103,7 @@ def scan(
         rescan_on_model_change=rescan_on_model_change,
         manifest=manifest,
         s3_endpoint=s3_endpoint,
+        faces=faces,
     )
     _print_summary(summary, json_out)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from deepfake_scan.faces import Face, FaceGeometry, crop_face, find_faces
 from deepfake_scan.preprocess import Preprocessing, fit_image
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels; a decompression bomb is refused before decode
@@ -33,6 +34,8 @@ class Decoded:
     format: str | None = None
     pixels: np.ndarray | None = None  # uint8 HxWx3 at the model's input size
     error: str | None = None
+    faces: list[Face] | None = None  # with a face geometry: the faces found, largest first
+    face_pixels: np.ndarray | None = None  # uint8 KxHxWx3: each face's crop at the input size
 
 
 def open_image(
@@ -118,16 +121,36 @@ def _msg(e: Exception) -> str:
     return text[0][:300] if text else type(e).__name__
 
 
-def decode(data: bytes | None, pre: Preprocessing, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
-    """Decode and fit one image for the model. Never raises for bad data."""
+def decode(
+    data: bytes | None,
+    pre: Preprocessing,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    faces: FaceGeometry | None = None,
+) -> Decoded:
+    """Decode and fit one image for the model; with ``faces``, also find and crop its faces.
+    Never raises for bad data."""
     if data is None:
         return Decoded(sha256=None, error="read_error: no bytes")
     sha = hashlib.sha256(data).hexdigest()
+    draft = pre.input_size if faces is None else max(pre.input_size, faces.search_size)
     try:
-        img, fmt, (w, h) = open_image(data, max_pixels=max_pixels, draft=pre.input_size)
-        pixels = fit_image(img, pre)
+        img, fmt, (w, h) = open_image(data, max_pixels=max_pixels, draft=draft)
+        out = Decoded(sha256=sha, width=w, height=h, format=fmt, pixels=fit_image(img, pre))
+        if faces is not None:
+            found = find_faces(img, faces)
+            crops = [fit_image(crop_face(img, f, faces), pre) for f in found]
+            # Boxes in the original image's pixels (the decode may have been reduced).
+            sx, sy = w / img.width, h / img.height
+            out.faces = [
+                Face(
+                    round(f.x * sx), round(f.y * sy), round(f.w * sx), round(f.h * sy), f.confidence
+                )
+                for f in found
+            ]
+            size = pre.input_size
+            out.face_pixels = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
     except DecodeError as e:
         return Decoded(sha256=sha if data else None, error=str(e))
     except Exception as e:  # a bug in a codec must not stop a scan either
         return Decoded(sha256=sha, error=f"decode_error: {_msg(e)}")
-    return Decoded(sha256=sha, width=w, height=h, format=fmt, pixels=pixels)
+    return out

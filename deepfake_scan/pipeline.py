@@ -7,22 +7,26 @@ decoded rows into verdict rows (actor pool; model loaded once per actor). Ray wi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import numpy as np
 
 from deepfake_scan.decode import decode
+from deepfake_scan.faces import FaceGeometry
 from deepfake_scan.preprocess import Preprocessing
 from deepfake_scan.sources import Input, iter_records
 
 
-def _empty(n: int, size: int) -> dict[str, np.ndarray]:
+def _empty(n: int, size: int, faces: bool) -> dict[str, np.ndarray]:
     # Between stages, "" and -1 stand for null: Ray may turn None in object columns into NaN.
     def text() -> np.ndarray:
         return np.full(n, "", dtype=object)
 
-    return {
+    # With faces: each row's face crops as raw bytes (K x size x size x 3), boxes as JSON.
+    extra = {"face_pixels": np.full(n, b"", dtype=object), "face_boxes": text()} if faces else {}
+    return extra | {
         "uri": text(),
         "source_etag": text(),
         "key": text(),
@@ -43,22 +47,25 @@ def read_decode(
     key_column: str | None = None,
     max_pixels: int = 100_000_000,
     max_bytes: int = 256 * 1024 * 1024,
+    faces: dict | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Read every record of the listed inputs in ``batch`` and decode it at the model's size.
 
     Yields batches of at most ``rows_per_batch`` rows, so a tar shard of 100k members streams
     through memory instead of landing in one block. ``done`` lists record uris that already have
-    a committed verdict (resume): they are skipped before decoding.
+    a committed verdict (resume): they are skipped before decoding. ``faces`` (a
+    ``FaceGeometry`` as a dict) also finds each image's faces and crops them for the model.
     """
     pre = Preprocessing.from_dict(preprocessing)
-    out, n = _empty(rows_per_batch, pre.input_size), 0
+    geometry = FaceGeometry.from_dict(faces) if faces else None
+    out, n = _empty(rows_per_batch, pre.input_size, bool(faces)), 0
     for i in range(len(batch["uri"])):
         inp = Input(batch["uri"][i], batch["kind"][i], int(batch["size"][i]), batch["etag"][i])
         done = set(batch["done"][i]) if "done" in batch and batch["done"][i] is not None else ()
         for rec in iter_records(inp, image_column, key_column, max_bytes):
             if rec.uri in done:
                 continue
-            d = decode(rec.data, pre, max_pixels) if rec.error is None else None
+            d = decode(rec.data, pre, max_pixels, geometry) if rec.error is None else None
             out["uri"][n], out["source_etag"][n], out["key"][n] = rec.uri, inp.etag, rec.key or ""
             if d is None:
                 out["error"][n] = rec.error
@@ -68,10 +75,13 @@ def read_decode(
                 if d.pixels is not None:
                     out["pixels"][n] = d.pixels
                     out["width"][n], out["height"][n] = d.width, d.height
+                if d.faces is not None:
+                    out["face_pixels"][n] = d.face_pixels.tobytes()
+                    out["face_boxes"][n] = json.dumps([list(f.__dict__.values()) for f in d.faces])
             n += 1
             if n == rows_per_batch:
                 yield out
-                out, n = _empty(rows_per_batch, pre.input_size), 0
+                out, n = _empty(rows_per_batch, pre.input_size, bool(faces)), 0
     if n:
         yield {k: v[:n] for k, v in out.items()}
 
@@ -86,6 +96,8 @@ class Scorer:
         review_band: tuple[float, float] | None = None,
         run_id: str = "",
         num_threads: int | None = None,
+        face_only: bool = False,
+        batch_size: int = 64,
     ):
         import torch
 
@@ -98,6 +110,8 @@ class Scorer:
         self.threshold = card.threshold if threshold is None else threshold
         self.band = tuple(card.review_band) if review_band is None else tuple(review_band)
         self.run_id = run_id
+        self.face_only = face_only
+        self.batch_size = batch_size  # images per forward (an image may bring many faces)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from deepfake_scan.detector import label_for
@@ -106,19 +120,59 @@ class Scorer:
         errors = batch["error"]
         ok = np.array([not e for e in errors], dtype=bool)
         scores = np.full(len(errors), np.nan, dtype=np.float32)
+        labels = np.full(len(errors), "error", dtype=object)
+        if "face_pixels" in batch:
+            ok, no_face = self._score_faces(batch, ok, scores)
+            labels[no_face] = "no_face"
         if ok.any():
-            scores[ok] = self.detector.predict_pixels(pixels[ok])
+            whole = ok & np.isnan(scores)  # images scored as a whole (no faces searched or found)
+            if whole.any():
+                scores[whole] = self._predict(pixels[whole])
+            labels[ok] = [label_for(float(s), self.threshold, self.band) for s in scores[ok]]
         batch["score"] = scores
-        batch["label"] = np.array(
-            [
-                label_for(float(s), self.threshold, self.band) if k else "error"
-                for s, k in zip(scores, ok, strict=True)
-            ],
-            dtype=object,
-        )
+        batch["label"] = labels
         batch["model_id"] = np.full(len(errors), self.detector.model_id, dtype=object)
         batch["run_id"] = np.full(len(errors), self.run_id, dtype=object)
         batch["scanned_at"] = np.full(
             len(errors), np.datetime64(datetime.now(timezone.utc).replace(tzinfo=None), "us")
         )
         return batch
+
+    def _predict(self, pixels: np.ndarray) -> np.ndarray:
+        step = max(1, self.batch_size)
+        return np.concatenate(
+            [
+                self.detector.predict_pixels(pixels[i : i + step])
+                for i in range(0, len(pixels), step)
+            ]
+        )
+
+    def _score_faces(
+        self, batch: dict[str, np.ndarray], ok: np.ndarray, scores: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Score every face crop; an image's score is its highest face score. Writes the
+        ``faces`` column (JSON between stages). Returns (rows still to label, rows with no face
+        under a face-only model)."""
+        from deepfake_scan.detector import label_for
+
+        size = self.detector.card.preprocessing.input_size
+        blobs, boxes = batch.pop("face_pixels"), batch.pop("face_boxes")
+        crops = [np.frombuffer(b or b"", np.uint8).reshape(-1, size, size, 3) for b in blobs]
+        counts = np.array([len(c) for c in crops])
+        face_scores = self._predict(np.concatenate(crops)) if counts.sum() else np.zeros(0)
+        out, at = np.full(len(blobs), "", dtype=object), 0
+        for i, (box_json, k) in enumerate(zip(boxes, counts, strict=True)):
+            if not ok[i]:
+                continue
+            mine, at = face_scores[at : at + k], at + k
+            faces = [
+                dict(zip(("x", "y", "w", "h", "confidence"), box, strict=True))
+                | {"score": float(s), "label": label_for(float(s), self.threshold, self.band)}
+                for box, s in zip(json.loads(box_json or "[]"), mine, strict=True)
+            ]
+            out[i] = json.dumps(faces)
+            if k:
+                scores[i] = float(mine.max())
+        batch["faces"] = out
+        no_face = ok & (counts == 0) & self.face_only
+        return ok & ~no_face, no_face

@@ -6,6 +6,7 @@ crash loses at most the uncommitted tail and a rerun resumes where the last comm
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -20,6 +21,7 @@ import pyarrow as pa
 
 from deepfake_scan.decode import DEFAULT_MAX_PIXELS
 from deepfake_scan.errors import ScanError
+from deepfake_scan.faces import FaceGeometry
 from deepfake_scan.models.artifact import ModelCard, load_model
 from deepfake_scan.sources import DEFAULT_MAX_BYTES, Input, list_inputs
 from deepfake_scan.storage import set_s3_endpoint, storage_errors, worker_env
@@ -52,6 +54,7 @@ class ScanOptions:
     run_id: str | None = None  # default: a new id; a retried job may pass its own
     manifest: str | None = None  # Parquet/CSV of URIs (or an S3 Inventory) instead of listing
     s3_endpoint: str | None = None  # S3-compatible store: sets AWS_ENDPOINT_URL_S3 (process-wide)
+    faces: bool = False  # score each face (crops as the model card says) instead of whole images
 
 
 @dataclass
@@ -92,6 +95,12 @@ def scan(source: str, out: str, **options: object) -> ScanSummary:
     store.check_writable()
     with storage_errors("model not readable", opts.model or "bundled model"):
         _, card = load_model(opts.model)
+    if opts.faces and card.face_geometry is None:
+        log.warning(
+            "%s was not trained on face crops; --faces crops with the default geometry %s",
+            card.model_id,
+            FaceGeometry(),
+        )
     summary = ScanSummary(
         opts.run_id or new_run_id(),
         source,
@@ -208,6 +217,7 @@ def _dataset(items: list[dict], card: ModelCard, opts: ScanOptions, run_id: str)
     ctx.enable_progress_bars = False
     n_actors, res = actor_resources(opts)
     env = worker_env_args()
+    geometry = (card.face_geometry or FaceGeometry()) if opts.faces else None
     ds = input_dataset(items, n_actors, files_per_block=32).map_batches(
         read_decode,
         batch_size=None,
@@ -220,6 +230,7 @@ def _dataset(items: list[dict], card: ModelCard, opts: ScanOptions, run_id: str)
             "key_column": opts.key_column,
             "max_pixels": opts.max_pixels,
             "max_bytes": opts.max_bytes,
+            "faces": geometry.to_dict() if geometry else None,
         },
     )
     return ds.map_batches(
@@ -235,6 +246,8 @@ def _dataset(items: list[dict], card: ModelCard, opts: ScanOptions, run_id: str)
             "review_band": opts.review_band,
             "run_id": run_id,
             "num_threads": res["threads"],
+            "face_only": bool(geometry and geometry.face_only),
+            "batch_size": opts.batch_size,
         },
     )
 
@@ -251,6 +264,8 @@ def verdict_table(batch: dict[str, np.ndarray]) -> pa.Table:
             values = pa.array(values, pa.float32(), mask=np.isnan(values.astype(np.float32)))
         elif f.name == "scanned_at":
             values = pa.array(values.astype("datetime64[us]"), pa.timestamp("us")).cast(f.type)
+        elif f.name == "faces":  # JSON between stages
+            values = pa.array([json.loads(v) if _str_or_none(v) else None for v in values], f.type)
         else:
             values = pa.array([_str_or_none(v) for v in values], f.type)
         cols[f.name] = values

@@ -36,6 +36,17 @@ from deepfake_scan.storage import (
     redact,
 )
 
+FACE_TYPE = pa.struct(
+    [
+        ("x", pa.int32()),
+        ("y", pa.int32()),
+        ("w", pa.int32()),
+        ("h", pa.int32()),
+        ("confidence", pa.float32()),
+        ("score", pa.float32()),
+        ("label", pa.string()),
+    ]
+)
 VERDICT_SCHEMA = pa.schema(
     [
         ("uri", pa.string()),
@@ -51,6 +62,9 @@ VERDICT_SCHEMA = pa.schema(
         ("run_id", pa.string()),
         ("scanned_at", pa.timestamp("us", tz="UTC")),
         ("key", pa.string()),  # the Parquet source's key column, when one was named
+        # Scans with --faces: every face found (box in the image's pixels, the face detector's
+        # confidence, the model's score and label); [] = none found; null = not searched.
+        ("faces", pa.list_(FACE_TYPE)),
     ]
 )
 COMMITS = "_commits"
@@ -125,7 +139,7 @@ class VerdictStore:
         rel = f"{DATA}/{run_id}/part-{seq:06d}-{uuid.uuid4().hex[:6]}.parquet"
         self.fs.makedirs(join(self.root, DATA, run_id), exist_ok=True)
         with self.fs.open(join(self.root, rel), "wb") as f:
-            pq.write_table(table.cast(VERDICT_SCHEMA), f, compression="zstd")
+            pq.write_table(conform(table, VERDICT_SCHEMA), f, compression="zstd")
         return rel
 
     def commit(
@@ -269,7 +283,7 @@ class VerdictStore:
         )
         if not tables:
             return schema.empty_table()
-        table = pa.concat_tables(tables, promote_options="permissive")
+        table = conform(pa.concat_tables(tables, promote_options="permissive"), schema)
         return table if all_runs else latest_per_uri(table)
 
 
@@ -344,6 +358,17 @@ def _lost_race(e: OSError) -> bool:
 def _is_local(fs) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return protocol in ("file", "local")
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` in ``schema``'s column order; columns that older parts lack become nulls."""
+    cols = [
+        table.column(f.name).cast(f.type)
+        if f.name in table.column_names
+        else pa.nulls(len(table), f.type)
+        for f in schema
+    ]
+    return pa.table(cols, schema=schema)
 
 
 def read_verdicts(out: str, all_runs: bool = False) -> pa.Table:

@@ -26,6 +26,7 @@ def rows(uris: list[str], label: str, run_id: str, at: datetime) -> pa.Table:
             "run_id": [run_id] * n,
             "scanned_at": [at] * n,
             "key": [None] * n,
+            "faces": [None] * n,
         },
         schema=VERDICT_SCHEMA,
     )
@@ -71,3 +72,15 @@ def test_stray_and_half_written_records_are_ignored(tmp_path):
 def test_empty_store_reads_as_empty_table_with_schema(tmp_path):
     t = read_verdicts(str(tmp_path / "nothing-here"))
     assert t.num_rows == 0 and t.schema == VERDICT_SCHEMA
+
+
+def test_parts_written_before_the_faces_column_still_read(tmp_path):
+    import pyarrow.parquet as pq
+
+    store = VerdictStore(str(tmp_path))
+    old = rows(["a"], "real", "r0", datetime.now(timezone.utc)).drop_columns(["faces"])
+    (tmp_path / "data" / "r0").mkdir(parents=True)
+    pq.write_table(old, tmp_path / "data" / "r0" / "part-old.parquet")
+    store.commit("r0", ["data/r0/part-old.parquet"], rows=1, final=True)
+    table = read_verdicts(str(tmp_path))
+    assert table.schema == VERDICT_SCHEMA and table.column("faces").to_pylist() == [None]

@@ -16,6 +16,7 @@ from pathlib import Path
 from torch import nn
 
 from deepfake_scan.errors import ModelError
+from deepfake_scan.faces import FaceGeometry
 from deepfake_scan.preprocess import Preprocessing
 from deepfake_scan.storage import get_fs, join
 
@@ -36,6 +37,8 @@ class ModelCard:
     # Scores inside [low, high) are labelled "uncertain" for human review.
     review_band: tuple[float, float] = (0.5, 0.5)
     temperature: float = 1.0
+    # Set when trained on face crops: the FaceGeometry (deepfake_scan.faces) its crops came from.
+    faces: dict | None = None
     metrics: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     command: str = ""
@@ -46,6 +49,10 @@ class ModelCard:
     @property
     def model_id(self) -> str:
         return f"{self.name}@{self.version}+{self.weights_sha256[:8]}"
+
+    @property
+    def face_geometry(self) -> FaceGeometry | None:
+        return FaceGeometry.from_dict(self.faces) if self.faces else None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -60,6 +67,7 @@ class ModelCard:
         d["review_band"] = tuple(d.get("review_band", (0.5, 0.5)))
         d["classes"] = tuple(d.get("classes", ("real", "fake")))
         card = cls(**d)
+        card.face_geometry  # noqa: B018 (validates it)
         lo, hi = card.review_band
         if not (0.0 <= lo <= card.threshold <= hi <= 1.0) and lo != hi:
             raise ModelError(f"model_error: review band {card.review_band} must contain threshold")
