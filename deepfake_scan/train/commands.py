@@ -76,6 +76,12 @@ def train(
         bool, typer.Option(help="Add self-blended pseudo-fakes from real images.")
     ] = False,
     sbi_share: Annotated[float, typer.Option(min=0, max=1, help="Chance per real image.")] = 0.5,
+    faces: Annotated[
+        bool, typer.Option(help="Train on face crops, cropped as scan --faces crops them.")
+    ] = False,
+    face_only: Annotated[
+        bool, typer.Option(help="With --faces: leave out images without a face.")
+    ] = False,
     num_workers: Annotated[int, typer.Option(min=1, help="Ray Train workers.")] = 1,
     cpus_per_worker: Annotated[float, typer.Option(min=0.1)] = 1.0,
     threads_per_worker: Annotated[int | None, typer.Option(min=1)] = None,
@@ -105,7 +111,8 @@ def train(
             rescale_prob=rescale_prob, blur_prob=blur_prob, jpeg_light_share=jpeg_light_share
         ),
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, gan=gan, gan_share=gan_share,
-        sbi=sbi, sbi_share=sbi_share, adversarial=adversarial, num_workers=num_workers,
+        sbi=sbi, sbi_share=sbi_share, faces=faces or face_only, face_only=face_only,
+        adversarial=adversarial, num_workers=num_workers,
         cpus_per_worker=cpus_per_worker,
         threads_per_worker=threads_per_worker, use_gpu=use_gpu, resume=resume,
         checkpoint_dir=checkpoint_dir, init_weights=init_weights, limit_per_class=limit_per_class,

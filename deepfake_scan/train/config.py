@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from deepfake_scan.faces import FaceGeometry
 from deepfake_scan.preprocess import Preprocessing
 
 
@@ -69,6 +70,11 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # cap for smoke tests
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     sbi: bool = False
+    # Train on face crops (deepfake_scan.faces: the scan's own search and crop geometry).
+    # Images without a face are used whole, or left out with face_only (the model then labels
+    # faceless images "no_face" when scanning).
+    faces: bool = False
+    face_only: bool = False
     adversarial: bool = False  # add FGSM examples of each batch (see deepfake_scan.evaluate)
     sbi_share: float = 0.5  # chance that a real training image also yields a self-blended fake
     gan: bool = False
@@ -113,6 +119,9 @@ class TrainConfig:
             raise ValueError(f"train_crop must be in 8..input_size ({self.input_size})")
         self.preprocessing()  # validates input size and modes
         return self
+
+    def face_geometry(self) -> FaceGeometry | None:
+        return FaceGeometry(face_only=self.face_only) if self.faces or self.face_only else None
 
     def preprocessing(self) -> Preprocessing:
         return Preprocessing(

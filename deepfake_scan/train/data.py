@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from deepfake_scan.errors import ScanError
+from deepfake_scan.faces import FaceGeometry
 from deepfake_scan.train.config import TrainConfig
 
 LABELS = {"real": 0, "fake": 1}
@@ -128,14 +129,24 @@ def dataset_summary(records) -> dict:
     return summary
 
 
-def decode_rgb(data: bytes, draft: int | None = None):
-    """Bytes -> RGB PIL image through the scan's decoder, or None if it cannot be decoded."""
-    from deepfake_scan.decode import DecodeError, open_image
+def decode_rgb(data: bytes, draft: int | None = None, faces: FaceGeometry | None = None):
+    """Bytes -> RGB PIL image through the scan's decoder, or None if it cannot be decoded.
 
+    With ``faces``: the crop of the image's largest face, made exactly as the scan crops faces;
+    an image without a face comes back whole, or None for a face-only model."""
+    from deepfake_scan.decode import DecodeError, open_image
+    from deepfake_scan.faces import largest_face_crop
+
+    if faces is not None and draft is not None:
+        draft = max(draft, faces.search_size)
     try:
-        return open_image(data, draft=draft)[0]
+        img = open_image(data, draft=draft)[0]
     except DecodeError:
         return None
+    if faces is None:
+        return img
+    crop = largest_face_crop(img, faces)
+    return crop if crop is not None or faces.face_only else img
 
 
 class TrainTransform:
@@ -144,6 +155,7 @@ class TrainTransform:
     def __init__(self, cfg: dict):
         self.cfg = TrainConfig.from_dict(cfg)
         self.pre = self.cfg.preprocessing()
+        self.faces = self.cfg.face_geometry()
         self.rng = np.random.default_rng()  # fresh views every epoch, on every worker
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -153,7 +165,7 @@ class TrainTransform:
         cfg, rng = self.cfg, self.rng
         pixels, labels = [], []
         for data, label in zip(batch["data"], batch["label"], strict=True):
-            img = decode_rgb(data)
+            img = decode_rgb(data, faces=self.faces)
             if img is None:
                 continue
             pixels.append(train_view(img, rng, cfg.augment, self.pre, cfg.train_crop))
@@ -171,6 +183,7 @@ class EvalTransform:
     def __init__(self, cfg: dict):
         self.cfg = TrainConfig.from_dict(cfg)
         self.pre = self.cfg.preprocessing()
+        self.faces = self.cfg.face_geometry()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from deepfake_scan.preprocess import fit_image
@@ -178,7 +191,7 @@ class EvalTransform:
 
         as_is, reenc, labels = [], [], []
         for data, label in zip(batch["data"], batch["label"], strict=True):
-            img = decode_rgb(data, draft=self.pre.input_size)
+            img = decode_rgb(data, draft=self.pre.input_size, faces=self.faces)
             if img is None:
                 continue
             as_is.append(fit_image(img, self.pre))
@@ -207,9 +220,11 @@ def _pixel_batch(pixels: list, labels: list, size: int) -> dict[str, np.ndarray]
     return {"pixels": np.stack(pixels), "label": np.asarray(labels, np.float32)}
 
 
-def iter_eval_images(rows: list[dict], draft: int) -> Iterator[tuple[object, int]]:
+def iter_eval_images(
+    rows: list[dict], draft: int, faces: FaceGeometry | None = None
+) -> Iterator[tuple[object, int]]:
     """(PIL image, label) for records fetched to the driver, skipping undecodable ones."""
     for row in rows:
-        img = decode_rgb(row["data"], draft=draft)
+        img = decode_rgb(row["data"], draft=draft, faces=faces)
         if img is not None:
             yield img, int(row["label"])

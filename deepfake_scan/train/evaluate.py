@@ -80,7 +80,10 @@ def evaluate(detector: Detector, val_rows: list[dict], test_rows: list[dict], cf
     """Calibrate on val (as-is and re-encoded pooled: archives hold both kinds), measure test."""
     draft = detector.card.preprocessing.input_size
     val_logits, y_val, _ = view_logits(
-        detector, iter_eval_images(val_rows, draft), VAL_VIEWS, cfg.eval_quality
+        detector,
+        iter_eval_images(val_rows, draft, cfg.face_geometry()),
+        VAL_VIEWS,
+        cfg.eval_quality,
     )
     pooled = np.concatenate([val_logits[v] for v in VAL_VIEWS])
     cal = calibrate(np.tile(y_val, len(VAL_VIEWS)), pooled, cfg.review_max_error)
@@ -91,7 +94,10 @@ def evaluate(detector: Detector, val_rows: list[dict], test_rows: list[dict], cf
 
     metrics = {"val": scored(val_logits, y_val)}
     test_logits, y_test, test_pixels = view_logits(
-        detector, iter_eval_images(test_rows, draft), EVAL_VIEWS, cfg.eval_quality
+        detector,
+        iter_eval_images(test_rows, draft, cfg.face_geometry()),
+        EVAL_VIEWS,
+        cfg.eval_quality,
     )
     if len(y_test):
         test = scored(test_logits, y_test)

@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from deepfake_scan.errors import ScanError
 from deepfake_scan.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,17 @@ def ensure_ray(address: str | None) -> None:
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
     # Per-operator progress lines every few seconds would bury the training log.
     ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def _check_gpus(cfg: TrainConfig) -> None:
+    """--use-gpu on a cluster without enough GPUs: say so now, not after Ray Train's timeout."""
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if cfg.use_gpu and gpus < cfg.num_workers:
+        raise ScanError(
+            f"--use-gpu needs one GPU per worker ({cfg.num_workers}); the Ray cluster has {gpus:g}"
+        )
 
 
 def _fetch(ds, limit: int) -> list[dict]:
@@ -42,6 +54,7 @@ def run_training(cfg: TrainConfig) -> dict:
     t0 = time.time()
     rows = data.list_labelled(cfg)  # a wrong source fails here, before Ray starts
     ensure_ray(cfg.address)
+    _check_gpus(cfg)
     records = data.load_records(cfg, rows)
     summary = data.dataset_summary(records)
     log.info("data: %s", summary)
@@ -61,6 +74,8 @@ def run_training(cfg: TrainConfig) -> dict:
         arch_kwargs=dict(cfg.arch_kwargs),
         preprocessing=cfg.preprocessing(),
     )
+    if cfg.face_geometry() is not None:
+        card.faces = cfg.face_geometry().to_dict()
     detector = Detector(model, card, device="cpu")
     val_rows, test_rows = (
         _fetch(splits["val"], cfg.eval_limit),

@@ -146,7 +146,7 @@ def _gan_fakes(state: WorkerState, real_pixels: torch.Tensor, rng: np.random.Gen
     cfg, gan = state.cfg, state.gan
     losses = {}
     # Every worker must take the step or none: the GAN's gradients are all-reduced.
-    if _everywhere(len(real_pixels) >= 2):
+    if _everywhere(len(real_pixels) >= 2, state.device):
         losses = gan.step(to_gan_input(real_pixels.to(state.device), cfg.gan_size))
     n = max(1, round(cfg.gan_share * cfg.batch_size))
     with torch.no_grad():
@@ -161,13 +161,14 @@ def _gan_fakes(state: WorkerState, real_pixels: torch.Tensor, rng: np.random.Gen
     return torch.from_numpy(np.stack(views)), losses
 
 
-def _everywhere(flag: bool) -> bool:
-    """True only if ``flag`` is true on every worker."""
+def _everywhere(flag: bool, device: torch.device) -> bool:
+    """True only if ``flag`` is true on every worker. (On GPU workers the NCCL backend only
+    reduces CUDA tensors.)"""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return flag
-    t = torch.tensor([1 if flag else 0])
+    t = torch.tensor([1 if flag else 0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item())
 
@@ -208,7 +209,9 @@ def train_epoch(state: WorkerState, shard, rng: np.random.Generator) -> dict:
         pixels, y = batch["pixels"], batch["label"]
         if state.gan is not None:
             fakes, gl = _gan_fakes(state, pixels[y < 0.5], rng)
-            pixels, y = torch.cat([pixels, fakes]), torch.cat([y, torch.ones(len(fakes))])
+            # Ray puts batches on the worker's device; the GAN's samples come back on the CPU.
+            ones = torch.ones(len(fakes), dtype=y.dtype, device=y.device)
+            pixels, y = torch.cat([pixels, fakes.to(pixels.device)]), torch.cat([y, ones])
             gan_losses.append(gl)
         y = y.to(state.device)
         x = state.normalise(pixels)
@@ -244,7 +247,7 @@ def eval_epoch(state: WorkerState, shard) -> dict:
         out["logits"].append(state.model(state.normalise(batch["pixels"])).cpu().numpy())
         reenc = state.normalise(batch["pixels_reencoded"])
         out["logits_reencoded"].append(state.model(reenc).cpu().numpy())
-        out["labels"].append(batch["label"].numpy())
+        out["labels"].append(batch["label"].cpu().numpy())
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
 
 

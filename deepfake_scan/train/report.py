@@ -194,6 +194,8 @@ def model_card_markdown(card) -> str:
         f"{t.get('config', {}).get('train_crop') or card.preprocessing.input_size} px windows of "
         "the fitted input. Trained by the project's own training job.",
         "",
+        _faces_line(card),
+        "",
         "## Command",
         "",
         "```",
@@ -276,3 +278,21 @@ def write_model_card(out: str, card) -> None:
     fs, path = get_fs(out)
     with fs.open(join(path, "MODEL_CARD.md"), "w") as f:
         f.write(model_card_markdown(card))
+
+
+def _faces_line(card) -> str:
+    g = card.face_geometry
+    if g is None:
+        return (
+            "Trained on whole images. `scan --faces` crops faces with the default geometry; "
+            "an image without a face is scored whole."
+        )
+    return (
+        f"Trained on face crops: {g.detector} face search, square crops {g.scale}x the face "
+        "(`deepfake_scan.faces`, the scan's own code). Scanning with `--faces`, an image without "
+        + (
+            "a face is labelled `no_face` (face-only model)."
+            if g.face_only
+            else "a face is scored whole."
+        )
+    )

@@ -110,3 +110,12 @@ def test_job_entrypoints_run_as_modules(tmp_path):
     assert run("synth", "--generator", missing, "--n", "2", "--out", out) == 2
     # A missing source fails before any Ray work starts.
     assert run("train", "--real", missing, "--fake", missing, "--out", out) == 2
+
+
+def test_use_gpu_without_gpus_fails_at_once_with_a_clear_message(
+    ray_local, tiny_faces, tmp_path, capfd
+):
+    if ray_local.cluster_resources().get("GPU"):
+        pytest.skip("this machine has a GPU")
+    assert main(tiny_args(tiny_faces, tmp_path / "m", "--use-gpu")) == 2
+    assert "--use-gpu needs one GPU per worker (1); the Ray cluster has 0" in capfd.readouterr().err
