@@ -5,7 +5,8 @@
 Prints, for N 1024x768 JPEGs: model-forward-only images/s; reduced-size decode images/s per core;
 the machine's limit (forward + reduced decode, both cores busy); a plain single-process loop
 (PIL full decode + resize + forward, batch 64); and the whole ``deepfake-scan scan`` command
-(start-up included) with its peak memory (all processes), at N/10 and N images.
+(start-up included) with its peak memory (all processes), at N/10 and N images. With
+``--faces``: also decode + face search per core, and ``scan --faces`` on the N images.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import psutil
 import torch
 from PIL import Image
 
-from deepfake_scan.decode import open_image
+from deepfake_scan.decode import decode, open_image
 from deepfake_scan.detector import load_detector
+from deepfake_scan.faces import FaceGeometry
 from deepfake_scan.preprocess import fit_image
 
 
@@ -79,11 +81,24 @@ def plain_loop_rate(paths: list[Path], detector, batch: int = 64) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
-def scan_command(source: Path, out: Path, model: str | None, n: int) -> tuple[float, float]:
+def face_search_rate(paths: list[Path], pre, count: int = 100) -> float:
+    """Decode + face search + crops of one image, as ``scan --faces`` does it, per core."""
+    blobs = [p.read_bytes() for p in paths[:count]]
+    start = time.perf_counter()
+    for blob in blobs:
+        decode(blob, pre, faces=FaceGeometry())
+    return len(blobs) / (time.perf_counter() - start)
+
+
+def scan_command(
+    source: Path, out: Path, model: str | None, n: int, faces: bool = False
+) -> tuple[float, float]:
     """Run the real CLI; returns (images/s including start-up, peak RSS of all its processes)."""
     cmd = [sys.executable, "-m", "jobs.scan", str(source), "--out", str(out), "--full"]
     if model:
         cmd += ["--model", model]
+    if faces:
+        cmd += ["--faces"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     start = time.perf_counter()
     proc = subprocess.Popen(
@@ -108,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--model", default=None)
     parser.add_argument("--work", default="/tmp/deepfake-scan-bench")
+    parser.add_argument("--faces", action="store_true", help="also time scan --faces")
     args = parser.parse_args(argv)
     work = Path(args.work)
     paths = make_photos(work / "photos", args.n)
@@ -140,6 +156,18 @@ def main(argv: list[str] | None = None) -> None:
     print(f"deepfake-scan scan, N       {rate:8.1f} images/s, peak memory {peak:7.0f} MiB")
     print(f"scan / plain loop           {rate / plain:8.2f}x")
     print(f"scan / machine limit        {rate / limit:8.2f}")
+    if args.faces:
+        search = face_search_rate(paths, pre)
+        # In the actor pool the search would run in series with the model on the actor's CPUs;
+        # in decode tasks it spreads over every core beside the model.
+        face_rate, face_peak = scan_command(
+            work / "photos", work / "out-faces", args.model, args.n, faces=True
+        )
+        print(f"decode + face search        {search:8.1f} images/s per core")
+        print(
+            f"deepfake-scan scan --faces  {face_rate:8.1f} images/s, "
+            f"peak memory {face_peak:7.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

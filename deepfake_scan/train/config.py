@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, fields
 
 from deepfake_scan.faces import FaceGeometry
@@ -118,6 +119,10 @@ class TrainConfig:
         if self.train_crop is not None and not 8 <= self.train_crop <= self.input_size:
             raise ValueError(f"train_crop must be in 8..input_size ({self.input_size})")
         self.preprocessing()  # validates input size and modes
+        # Ray workers run in another working directory: local paths must be absolute.
+        self.init_weights, self.out, self.checkpoint_dir = (
+            _absolute(p) for p in (self.init_weights, self.out, self.checkpoint_dir)
+        )
         return self
 
     def face_geometry(self) -> FaceGeometry | None:
@@ -145,3 +150,7 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _absolute(path: str | None) -> str | None:
+    return os.path.abspath(path) if path and "://" not in path else path

@@ -25,6 +25,18 @@ def ensure_ray(address: str | None) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
+def _match_start(cfg: TrainConfig) -> None:
+    """Training from --init-weights builds that model's architecture, with its arguments."""
+    from deepfake_scan.models.artifact import read_card
+
+    start = read_card(cfg.init_weights)
+    if start.architecture != cfg.arch:
+        raise ScanError(
+            f"--init-weights {cfg.init_weights} is a {start.architecture} model, not {cfg.arch}"
+        )
+    cfg.arch_kwargs = dict(start.arch_kwargs)
+
+
 def _check_gpus(cfg: TrainConfig) -> None:
     """--use-gpu on a cluster without enough GPUs: say so now, not after Ray Train's timeout."""
     import ray
@@ -51,6 +63,8 @@ def run_training(cfg: TrainConfig) -> dict:
     from deepfake_scan.train.report import write_model_card, write_report
 
     cfg.validate()
+    if cfg.init_weights:
+        _match_start(cfg)
     t0 = time.time()
     rows = data.list_labelled(cfg)  # a wrong source fails here, before Ray starts
     ensure_ray(cfg.address)

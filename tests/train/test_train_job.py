@@ -119,3 +119,18 @@ def test_use_gpu_without_gpus_fails_at_once_with_a_clear_message(
         pytest.skip("this machine has a GPU")
     assert main(tiny_args(tiny_faces, tmp_path / "m", "--use-gpu")) == 2
     assert "--use-gpu needs one GPU per worker (1); the Ray cluster has 0" in capfd.readouterr().err
+
+
+def test_init_weights_from_a_relative_model_dir(
+    ray_local, tiny_faces, tiny_model, tmp_path, monkeypatch
+):
+    """Ray workers run elsewhere: a relative --init-weights must still be found."""
+    import shutil
+
+    from deepfake_scan.models.artifact import read_card
+
+    shutil.copytree(tiny_model, tmp_path / "start")
+    monkeypatch.chdir(tmp_path)
+    args = tiny_args(tiny_faces, Path("trained"), "--epochs", "1", "--init-weights", "start")
+    assert main(args) == 0
+    assert read_card(str(tmp_path / "trained")).architecture == "small_cnn"
