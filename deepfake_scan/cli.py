@@ -43,6 +43,9 @@ S3Endpoint = Annotated[
     str | None,
     typer.Option(help="S3-compatible endpoint URL (MinIO, Ceph, R2) [env: AWS_ENDPOINT_URL_S3]"),
 ]
+Faces = Annotated[
+    bool, typer.Option(help="Score each face found (per-face results in column faces).")
+]
 FailAbove = Annotated[
     float | None, typer.Option(min=0, max=1, help="Exit 1 if the last run's fake rate is above.")
 ]
@@ -78,9 +81,7 @@ def scan(
     rescan_on_model_change: RescanOnModelChange = False,
     manifest: Manifest = None,
     s3_endpoint: S3Endpoint = None,
-    faces: Annotated[
-        bool, typer.Option(help="Score each face found (per-face results in column faces).")
-    ] = False,
+    faces: Faces = False,
     json_out: JsonOut = False,
 ) -> None:
     """Scan SOURCE and write Parquet verdicts to OUT."""
@@ -162,6 +163,7 @@ def nightly(
         str | None, typer.Option("--json", help="[default: OUT/summary.json]")
     ] = None,
     fail_above: FailAbove = None,
+    faces: Faces = False,
 ) -> None:
     """Incremental scan of SOURCE, then the report; exit 1 when --fail-above trips."""
     from deepfake_scan.nightly import run_nightly
@@ -181,6 +183,7 @@ def nightly(
         rescan_on_model_change=rescan_on_model_change,
         manifest=manifest,
         s3_endpoint=s3_endpoint,
+        faces=faces,
     )
     _print_summary(result.scan, json_out=False)
     if result.alert:

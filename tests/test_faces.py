@@ -221,6 +221,35 @@ def test_scan_with_faces_writes_per_face_verdicts(ray_local, tmp_path, tiny_mode
     assert rows["empty.jpg"]["faces"] is None and rows["empty.jpg"]["error"].startswith(
         "empty_file"
     )
+    # The command line (scan, and nightly) takes the same switch.
+    from deepfake_scan.cli import main
+
+    assert (
+        main(["scan", str(src), "--out", str(tmp_path / "cli"), "--model", tiny_model, "--faces"])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "nightly",
+                str(src),
+                "--out",
+                str(tmp_path / "nightly"),
+                "--model",
+                tiny_model,
+                "--faces",
+            ]
+        )
+        == 0
+    )
+    for store in ("cli", "nightly"):
+        got = {
+            r["uri"].rsplit("/", 1)[1]: r["faces"]
+            for r in read_verdicts(str(tmp_path / store)).to_pylist()
+        }
+        assert (
+            len(got["group.jpg"]) == 3 and got["landscape.jpg"] == [] and got["empty.jpg"] is None
+        )
     # The Parquet parts themselves carry the nested column (DuckDB/pandas read it as a list).
     part = next(out.glob("data/*/*.parquet"))
     assert pq.read_schema(part).field("faces").type.value_type.names[:4] == ["x", "y", "w", "h"]
