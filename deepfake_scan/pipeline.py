@@ -162,9 +162,9 @@ class Scorer:
         face_scores = self._predict(np.concatenate(crops)) if counts.sum() else np.zeros(0)
         out, at = np.full(len(blobs), "", dtype=object), 0
         for i, (box_json, k) in enumerate(zip(boxes, counts, strict=True)):
+            mine, at = face_scores[at : at + k], at + k
             if not ok[i]:
                 continue
-            mine, at = face_scores[at : at + k], at + k
             faces = [
                 dict(zip(("x", "y", "w", "h", "confidence"), box, strict=True))
                 | {"score": float(s), "label": label_for(float(s), self.threshold, self.band)}
