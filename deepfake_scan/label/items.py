@@ -154,8 +154,15 @@ def _item(row: dict, inp: Input, model_label: str) -> Item:
         format=row["format"],
         score=row["score"],
         model_id=row["model_id"],
-        error=row["error"] or (None if model_label != "error" else "error: no score"),
+        error=row["error"] or (None if model_label != "error" else _no_score(row)),
         source_key=row.get("key"),
         model_label=model_label,
         label=model_label,
     )
+
+
+def _no_score(row: dict) -> str:
+    """Why a row without an error has no score: a face-only model found no face, or unknown."""
+    if row.get("label") == "no_face":
+        return "no_face: no face found (face-only model)"
+    return "error: no score"
