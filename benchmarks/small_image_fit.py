@@ -10,23 +10,16 @@ reflection, black or tiling instead. One-off evidence for the model card's robus
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
-from pathlib import Path
 
 import numpy as np
+from faces_vs_whole import held_out  # the same held-out split (this folder's sibling script)
 from PIL import Image
 
 from deepfake_scan.detector import load_detector
 from deepfake_scan.metrics import binary_metrics
 from deepfake_scan.preprocess import fit_image
 from deepfake_scan.train.augment import eval_view
-from deepfake_scan.train.data import split_of
-
-
-def held_out(folder: str) -> list[bytes]:
-    blobs = [p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()]
-    return [b for b in blobs if split_of(hashlib.sha256(b).hexdigest(), 0.1, 0.1) == "test"]
 
 
 def pad(img: Image.Image, size: int, mode: str) -> np.ndarray:
@@ -45,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     detector = load_detector(args.model)
     pre = detector.card.preprocessing
-    real, fake = held_out(args.real), held_out(args.fake)
+    real, fake = held_out(args.real, "test", 0.1, 0.1), held_out(args.fake, "test", 0.1, 0.1)
     y = np.array([0] * len(real) + [1] * len(fake))
     images = [Image.open(io.BytesIO(b)).convert("RGB") for b in real + fake]
     reenc = [eval_view(i, "reencoded") for i in images]
@@ -59,9 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     print(f"model {detector.model_id}; test split: {len(real)} real, {len(fake)} fake")
     for name, px in ways.items():
-        scores = np.concatenate(
-            [detector.predict_pixels(np.stack(px[i : i + 64])) for i in range(0, len(px), 64)]
-        )
+        scores = detector.predict_pixels(np.stack(px), batch_size=64)
         print(f"{name:28s} AUC {binary_metrics(y, scores)['auc']:.4f}")
 
 

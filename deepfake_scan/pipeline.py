@@ -96,7 +96,6 @@ class Scorer:
         review_band: tuple[float, float] | None = None,
         run_id: str = "",
         num_threads: int | None = None,
-        face_only: bool = False,
         batch_size: int = 64,
     ):
         import torch
@@ -110,7 +109,8 @@ class Scorer:
         self.threshold = card.threshold if threshold is None else threshold
         self.band = tuple(card.review_band) if review_band is None else tuple(review_band)
         self.run_id = run_id
-        self.face_only = face_only
+        # A face-only model (its card says so) labels images without a face "no_face".
+        self.face_only = bool(card.face_geometry and card.face_geometry.face_only)
         self.batch_size = batch_size  # images per forward (an image may bring many faces)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -127,7 +127,7 @@ class Scorer:
         if ok.any():
             whole = ok & np.isnan(scores)  # images scored as a whole (no faces searched or found)
             if whole.any():
-                scores[whole] = self._predict(pixels[whole])
+                scores[whole] = self.detector.predict_pixels(pixels[whole], self.batch_size)
             labels[ok] = [label_for(float(s), self.threshold, self.band) for s in scores[ok]]
         batch["score"] = scores
         batch["label"] = labels
@@ -137,15 +137,6 @@ class Scorer:
             len(errors), np.datetime64(datetime.now(timezone.utc).replace(tzinfo=None), "us")
         )
         return batch
-
-    def _predict(self, pixels: np.ndarray) -> np.ndarray:
-        step = max(1, self.batch_size)
-        return np.concatenate(
-            [
-                self.detector.predict_pixels(pixels[i : i + step])
-                for i in range(0, len(pixels), step)
-            ]
-        )
 
     def _score_faces(
         self, batch: dict[str, np.ndarray], ok: np.ndarray, scores: np.ndarray
@@ -159,7 +150,7 @@ class Scorer:
         blobs, boxes = batch.pop("face_pixels"), batch.pop("face_boxes")
         crops = [np.frombuffer(b or b"", np.uint8).reshape(-1, size, size, 3) for b in blobs]
         counts = np.array([len(c) for c in crops])
-        face_scores = self._predict(np.concatenate(crops)) if counts.sum() else np.zeros(0)
+        face_scores = self.detector.predict_pixels(np.concatenate(crops), self.batch_size)
         out, at = np.full(len(blobs), "", dtype=object), 0
         for i, (box_json, k) in enumerate(zip(boxes, counts, strict=True)):
             mine, at = face_scores[at : at + k], at + k

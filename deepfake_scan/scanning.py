@@ -246,7 +246,6 @@ def _dataset(items: list[dict], card: ModelCard, opts: ScanOptions, run_id: str)
             "review_band": opts.review_band,
             "run_id": run_id,
             "num_threads": res["threads"],
-            "face_only": bool(geometry and geometry.face_only),
             "batch_size": opts.batch_size,
         },
     )

@@ -137,7 +137,7 @@ def test_geometry_is_validated():
         FaceGeometry(scale=0.5)
 
 
-def _score(tmp_path, tiny_model, images: dict[str, bytes], geometry, face_only=False):
+def _score(tmp_path, model: str, images: dict[str, bytes], geometry):
     from deepfake_scan.models.artifact import read_card
 
     for name, blob in images.items():
@@ -149,9 +149,9 @@ def _score(tmp_path, tiny_model, images: dict[str, bytes], geometry, face_only=F
         "size": np.array([len(images[n]) for n in names]),
         "etag": np.array(["e"] * len(names), dtype=object),
     }
-    pre = read_card(tiny_model).preprocessing.to_dict()
+    pre = read_card(model).preprocessing.to_dict()
     (batch,) = read_decode(listed, pre, faces=geometry.to_dict())
-    scorer = Scorer(tiny_model, threshold=0.5, review_band=(0.5, 0.5), face_only=face_only)
+    scorer = Scorer(model, threshold=0.5, review_band=(0.5, 0.5))
     out = scorer(batch)
     return {n: (out["score"][i], out["label"][i], out["faces"][i]) for i, n in enumerate(names)}
 
@@ -185,11 +185,19 @@ def test_scorer_gives_each_face_a_score_and_the_image_the_highest(tmp_path, tiny
 
 
 def test_face_only_model_labels_images_without_a_face_no_face(tmp_path, tiny_model):
+    import json
+    import shutil
+
+    face_only = tmp_path / "face-only-model"  # the tiny model, its card saying face-only
+    shutil.copytree(tiny_model, face_only)
+    card = json.loads((face_only / "model.json").read_text())
+    card["faces"] = FaceGeometry(face_only=True).to_dict()
+    (face_only / "model.json").write_text(json.dumps(card))
     images = {
         "empty.jpg": jpeg(background(300, 300)),
         "one.jpg": jpeg(with_faces(400, 400, [(100, 100, 200)])),
     }
-    got = _score(tmp_path, tiny_model, images, FaceGeometry(face_only=True), face_only=True)
+    got = _score(tmp_path, str(face_only), images, FaceGeometry(face_only=True))
     score, label, _ = got["empty.jpg"]
     assert label == "no_face" and np.isnan(score)
     assert got["one.jpg"][1] in ("real", "fake")

@@ -107,7 +107,6 @@ def test_items_take_this_models_current_verdict_and_matching_corrections(tmp_pat
     assert side["threshold"] == 0.5 and side["uri"] == b and side["sha256"] == got[b].sha256
 
 
-
 def test_a_face_only_models_no_face_verdict_is_labelled_as_such(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -117,6 +116,7 @@ def test_a_face_only_models_no_face_verdict_is_labelled_as_such(tmp_path):
     commit(store, [verdict(inp.uri, source_etag=inp.etag, score=None, label="no_face", faces=[])])
     (it,) = load_items(VerdictStore(store), list_inputs(str(src)), "tiny", 0.5, (0.4, 0.6))
     assert it.label == "error" and it.error == "no_face: no face found (face-only model)"
+
 
 # -- duplicates ---------------------------------------------------------------------------------
 def test_near_pairs_finds_exactly_the_hashes_within_the_distance():

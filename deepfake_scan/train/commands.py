@@ -111,7 +111,7 @@ def train(
             rescale_prob=rescale_prob, blur_prob=blur_prob, jpeg_light_share=jpeg_light_share
         ),
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, gan=gan, gan_share=gan_share,
-        sbi=sbi, sbi_share=sbi_share, faces=faces or face_only, face_only=face_only,
+        sbi=sbi, sbi_share=sbi_share, faces=faces, face_only=face_only,
         adversarial=adversarial, num_workers=num_workers,
         cpus_per_worker=cpus_per_worker,
         threads_per_worker=threads_per_worker, use_gpu=use_gpu, resume=resume,
