@@ -5,7 +5,8 @@
 Prints, for N 1024x768 JPEGs: model-forward-only images/s; reduced-size decode images/s per core;
 the machine's limit (forward + reduced decode, both cores busy); a plain single-process loop
 (PIL full decode + resize + forward, batch 64); and the whole ``deepfake-scan scan`` command
-(start-up included) with its peak memory (all processes), at N/10 and N images. With
+(start-up included) with its peak memory (all processes, PSS), at N/10 and N images, and from
+the two its marginal (steady-state) rate and fixed start-up. With
 ``--faces``: also decode + face search per core, and ``scan --faces`` on the N images.
 """
 
@@ -93,7 +94,10 @@ def face_search_rate(paths: list[Path], pre, count: int = 100) -> float:
 def scan_command(
     source: Path, out: Path, model: str | None, n: int, faces: bool = False
 ) -> tuple[float, float]:
-    """Run the real CLI; returns (images/s including start-up, peak RSS of all its processes)."""
+    """Run the real CLI; returns (seconds including start-up, peak memory of all its processes).
+
+    Memory is the proportional set size (PSS): a page shared by several processes (Ray's object
+    store, libraries) counts once in all, where a sum of RSS would count it in each."""
     cmd = [sys.executable, "-m", "jobs.scan", str(source), "--out", str(out), "--full"]
     if model:
         cmd += ["--model", model]
@@ -108,14 +112,21 @@ def scan_command(
     while proc.poll() is None:
         try:
             procs = [parent, *parent.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+            peak = max(peak, sum(pss(p) for p in procs))
         except psutil.Error:
             pass
-        time.sleep(0.2)
+        time.sleep(0.5)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"scan failed with exit code {proc.returncode}")
-    return n / elapsed, peak / 2**20
+    return elapsed, peak / 2**20
+
+
+def pss(process: psutil.Process) -> int:
+    try:
+        return process.memory_full_info().pss
+    except psutil.Error:  # ended between listing and reading
+        return 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,8 +151,11 @@ def main(argv: list[str] | None = None) -> None:
     dec = decode_rate(paths, pre)
     limit = 1.0 / (1.0 / fwd + 1.0 / (dec * cores))
     plain = plain_loop_rate(paths, detector)
-    small_rate, small_peak = scan_command(small, work / "out-small", args.model, args.n // 10)
-    rate, peak = scan_command(work / "photos", work / "out", args.model, args.n)
+    n_small = args.n // 10
+    small_s, small_peak = scan_command(small, work / "out-small", args.model, n_small)
+    large_s, peak = scan_command(work / "photos", work / "out", args.model, args.n)
+    rate = args.n / large_s
+    marginal = (args.n - n_small) / (large_s - small_s)  # steady state: start-up cancels out
     print(
         f"model {detector.model_id}, input {pre.input_size}px, {cores} cores, "
         f"{args.n} JPEGs 1024x768"
@@ -151,18 +165,26 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine limit               {limit:8.1f} images/s (forward + decode, all cores)")
     print(f"plain loop (full decode)    {plain:8.1f} images/s")
     print(
-        f"deepfake-scan scan, N/10    {small_rate:8.1f} images/s, peak memory {small_peak:7.0f} MiB"
+        f"deepfake-scan scan, N/10    {n_small / small_s:8.1f} images/s, "
+        f"peak memory {small_peak:7.0f} MiB ({small_s:.1f} s)"
     )
-    print(f"deepfake-scan scan, N       {rate:8.1f} images/s, peak memory {peak:7.0f} MiB")
-    print(f"scan / plain loop           {rate / plain:8.2f}x")
-    print(f"scan / machine limit        {rate / limit:8.2f}")
+    print(
+        f"deepfake-scan scan, N       {rate:8.1f} images/s, peak memory {peak:7.0f} MiB "
+        f"({large_s:.1f} s)"
+    )
+    print(f"scan, marginal rate         {marginal:8.1f} images/s (the extra images, extra time)")
+    print(f"scan, fixed start-up        {small_s - n_small / marginal:8.1f} s (estimated)")
+    print(f"scan / plain loop           {rate / plain:8.2f}x (marginal {marginal / plain:.2f}x)")
+    print(f"scan / machine limit        {rate / limit:8.2f} (marginal {marginal / limit:.2f})")
+    print(f"peak memory, N / (N/10)     {peak / small_peak:8.2f}")
     if args.faces:
         search = face_search_rate(paths, pre)
         # In the actor pool the search would run in series with the model on the actor's CPUs;
         # in decode tasks it spreads over every core beside the model.
-        face_rate, face_peak = scan_command(
+        face_s, face_peak = scan_command(
             work / "photos", work / "out-faces", args.model, args.n, faces=True
         )
+        face_rate = args.n / face_s
         print(f"decode + face search        {search:8.1f} images/s per core")
         print(
             f"deepfake-scan scan --faces  {face_rate:8.1f} images/s, "

@@ -46,6 +46,13 @@ S3Endpoint = Annotated[
 Faces = Annotated[
     bool, typer.Option(help="Score each face found (per-face results in column faces).")
 ]
+Precision = Annotated[
+    str,
+    typer.Option(
+        help="Model arithmetic: auto (fp16 on GPU, bf16 on CPUs with native bf16), fp32, bf16, "
+        "fp16."
+    ),
+]
 FailAbove = Annotated[
     float | None, typer.Option(min=0, max=1, help="Exit 1 if the last run's fake rate is above.")
 ]
@@ -82,6 +89,7 @@ def scan(
     manifest: Manifest = None,
     s3_endpoint: S3Endpoint = None,
     faces: Faces = False,
+    precision: Precision = "auto",
     json_out: JsonOut = False,
 ) -> None:
     """Scan SOURCE and write Parquet verdicts to OUT."""
@@ -105,6 +113,7 @@ def scan(
         manifest=manifest,
         s3_endpoint=s3_endpoint,
         faces=faces,
+        precision=precision,
     )
     _print_summary(summary, json_out)
 
@@ -164,6 +173,7 @@ def nightly(
     ] = None,
     fail_above: FailAbove = None,
     faces: Faces = False,
+    precision: Precision = "auto",
 ) -> None:
     """Incremental scan of SOURCE, then the report; exit 1 when --fail-above trips."""
     from deepfake_scan.nightly import run_nightly
@@ -184,6 +194,7 @@ def nightly(
         manifest=manifest,
         s3_endpoint=s3_endpoint,
         faces=faces,
+        precision=precision,
     )
     _print_summary(result.scan, json_out=False)
     if result.alert:

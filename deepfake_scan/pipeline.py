@@ -97,6 +97,7 @@ class Scorer:
         run_id: str = "",
         num_threads: int | None = None,
         batch_size: int = 64,
+        precision: str = "auto",
     ):
         import torch
 
@@ -104,7 +105,7 @@ class Scorer:
 
         if num_threads:
             torch.set_num_threads(num_threads)
-        self.detector = load_detector(model)
+        self.detector = load_detector(model, precision=precision)
         card = self.detector.card
         self.threshold = card.threshold if threshold is None else threshold
         self.band = tuple(card.review_band) if review_band is None else tuple(review_band)

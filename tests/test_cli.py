@@ -40,13 +40,16 @@ def source(tmp_path) -> Path:
         ("missing_source", "source not found"),
         ("bad_model", "model_error"),
         ("unwritable_out", "output not writable"),
+        ("bad_precision", "precision must be one of"),
     ],
 )
 def test_commands_that_cannot_run_exit_nonzero_with_one_clear_line(
     case, message, source, tmp_path, tiny_model
 ):
-    src, out, model = str(source), str(tmp_path / "out"), tiny_model
-    if case == "missing_source":
+    src, out, model, extra = str(source), str(tmp_path / "out"), tiny_model, []
+    if case == "bad_precision":
+        extra = ["--precision", "int4"]
+    elif case == "missing_source":
         src = str(tmp_path / "missing")
     elif case == "bad_model":
         model = str(source)  # a folder of images is not a model
@@ -54,7 +57,7 @@ def test_commands_that_cannot_run_exit_nonzero_with_one_clear_line(
         blocker = tmp_path / "file"
         blocker.write_text("x")
         out = str(blocker / "out")
-    r = run([*CLI, "scan", src, "--out", out, "--model", model])
+    r = run([*CLI, "scan", src, "--out", out, "--model", model, *extra])
     assert r.returncode == 2, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr
     assert deepfake_scan.read_verdicts(str(tmp_path / "out")).num_rows == 0
@@ -80,6 +83,8 @@ def test_job_entrypoint_scans_and_prints_its_summary(source, tmp_path, tiny_mode
             str(out),
             "--model",
             tiny_model,
+            "--precision",
+            "bf16",
             "--json",
         ]
     )

@@ -92,3 +92,26 @@ def test_unknown_architecture(tmp_path, tiny_model):
 )
 def test_labels_from_threshold_and_review_band(score, label):
     assert label_for(score, 0.5, (0.4, 0.6)) == label
+
+
+def test_precision_bf16_runs_in_bf16_and_agrees_with_fp32():
+    """The bundled model on real photos: bf16 (fast on CPUs with AMX) stays close to fp32."""
+    import torch
+    from skimage import data
+
+    from deepfake_scan.detector import autocast_dtype
+
+    photos = [Image.fromarray(getattr(data, n)()) for n in ("astronaut", "coffee", "chelsea")]
+    full, half = load_detector(precision="fp32"), load_detector(precision="bf16")
+    assert full.dtype is None and half.dtype is torch.bfloat16
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        x = half.normalise(torch.from_numpy(np.zeros((1, 250, 250, 3), np.uint8)))
+        assert half.model(x).dtype == torch.bfloat16  # autocast really reaches the model
+    a, b = full.predict(photos), half.predict(photos)
+    assert np.abs(a - b).max() < 0.02
+    # auto: fp16 on a GPU; on a CPU bf16 only where the hardware has it, otherwise full fp32.
+    native = torch.cpu._is_avx512_bf16_supported()
+    assert autocast_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
+    assert autocast_dtype("auto", torch.device("cuda")) == torch.float16
+    with pytest.raises(ValueError, match="precision must be one of"):
+        load_detector(precision="int4")

@@ -1,0 +1,86 @@
+"""fp32 against bf16 (or fp16) for a model on this machine: speed and what changes in the scores.
+
+    python benchmarks/precision.py --real R --fake F [--model M] [--other bf16]
+
+Prints the model's forward images/s in each precision, then per view of the held-out split (the
+files as they are; all re-encoded at JPEG q90 and q50; halved, then q90): AUC in each precision,
+the largest and mean difference between their probabilities, and how many labels change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+
+import numpy as np
+import torch
+from faces_vs_whole import held_out
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from deepfake_scan.decode import decode
+from deepfake_scan.detector import load_detector
+
+
+def forward_rate(detector, batch: int = 64, seconds: float = 8.0) -> float:
+    size = detector.card.preprocessing.input_size
+    pixels = np.random.default_rng(0).integers(0, 255, (batch, size, size, 3), dtype=np.uint8)
+    detector.predict_pixels(pixels)  # warm-up
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        detector.predict_pixels(pixels)
+        n += batch
+    return n / (time.perf_counter() - start)
+
+
+def jpeg(data: bytes, quality: int, scale: float = 1.0) -> bytes:
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    if scale != 1.0:
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+VIEWS = {
+    "files as they are": lambda b: b,
+    "re-encoded q90": lambda b: jpeg(b, 90),
+    "re-encoded q50": lambda b: jpeg(b, 50),
+    "halved, then q90": lambda b: jpeg(b, 90, 0.5),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--real", required=True)
+    parser.add_argument("--fake", required=True)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--other", default="bf16", choices=("bf16", "fp16"))
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    args = parser.parse_args(argv)
+    full = load_detector(args.model, precision="fp32")
+    other = load_detector(args.model, precision=args.other)
+    pre = full.card.preprocessing
+    print(f"model {full.model_id}, {torch.get_num_threads()} threads, batch 64")
+    print(f"forward fp32 {forward_rate(full):.1f} images/s, {args.other} {forward_rate(other):.1f}")
+    real = held_out(args.real, args.split, 0.1, 0.1)
+    fake = held_out(args.fake, args.split, 0.1, 0.1)
+    y = np.array([0] * len(real) + [1] * len(fake))
+    print(f"{args.split} split: {len(real)} real, {len(fake)} fake")
+    print(f"| view | AUC fp32 | AUC {args.other} | max diff | mean diff | labels changed |")
+    print("|---|---|---|---|---|---|")
+    for view, change in VIEWS.items():
+        pixels = np.stack([decode(change(b), pre).pixels for b in real + fake])
+        a, b = full.predict_pixels(pixels, 64), other.predict_pixels(pixels, 64)
+        labels = [(full.label(float(p)), full.label(float(q))) for p, q in zip(a, b, strict=True)]
+        changed = sum(p != q for p, q in labels)
+        diff = np.abs(a - b)
+        print(
+            f"| {view} | {roc_auc_score(y, a):.4f} | {roc_auc_score(y, b):.4f} "
+            f"| {diff.max():.4f} | {diff.mean():.5f} | {changed} of {len(y)} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
