@@ -35,6 +35,14 @@ def _command_line() -> str:
     return shlex.join(["deepfake-scan", *args])
 
 
+def _range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"expected LOW,HIGH, e.g. 0.45,1.3, not {text!r}") from None
+    return lo, hi
+
+
 def train(
     real: Annotated[list[str], typer.Option(help="Real images: folder, shard or URI; repeat.")],
     fake: Annotated[list[str], typer.Option(help="Fake images: folder, shard or URI; repeat.")],
@@ -62,8 +70,11 @@ def train(
         bool, typer.Option(help="Add FGSM adversarial copies of each batch.")
     ] = False,
     rescale_prob: Annotated[
-        float, typer.Option(min=0, max=1, help="Share of images resized by 0.45-1.3x first.")
+        float, typer.Option(min=0, max=1, help="Share of images resized first (--rescale).")
     ] = AugmentConfig.rescale_prob,
+    rescale: Annotated[str, typer.Option(help="LOW,HIGH: range of the resize factor.")] = (
+        "{},{}".format(*AugmentConfig.rescale)
+    ),
     blur_prob: Annotated[float, typer.Option(min=0, max=1)] = AugmentConfig.blur_prob,
     jpeg_light_share: Annotated[
         float, typer.Option(min=0, max=1, help="Share re-encoded at q75-100, not q30-100.")
@@ -108,7 +119,8 @@ def train(
         out=out, arch=arch, epochs=epochs, input_size=input_size,
         train_crop=train_crop,
         augment=AugmentConfig(
-            rescale_prob=rescale_prob, blur_prob=blur_prob, jpeg_light_share=jpeg_light_share
+            rescale_prob=rescale_prob, rescale=_range(rescale), blur_prob=blur_prob,
+            jpeg_light_share=jpeg_light_share,
         ),
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, gan=gan, gan_share=gan_share,
         sbi=sbi, sbi_share=sbi_share, faces=faces, face_only=face_only,

@@ -112,6 +112,9 @@ class TrainConfig:
         lo, hi = self.augment.jpeg_quality
         if not 1 <= lo <= hi <= 100:
             raise ValueError(f"jpeg_quality range {self.augment.jpeg_quality} outside 1..100")
+        lo, hi = self.augment.rescale
+        if not 0 < lo <= hi:
+            raise ValueError(f"rescale range {self.augment.rescale} needs 0 < LOW <= HIGH")
         if not 0 <= self.gan_share <= 1 or not 0 <= self.sbi_share <= 1:
             raise ValueError("gan_share and sbi_share are shares in [0, 1]")
         if self.gan_size not in (32, 64, 128):

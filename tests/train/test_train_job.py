@@ -38,10 +38,13 @@ def test_two_workers_with_gan_sbi_and_adversarial_make_a_model_the_scan_loads(
         "2",
         "--train-crop",
         "24",
+        "--rescale",
+        "0.5,0.9",
     )
     assert main(args) == 0
 
     card = read_card(str(out))
+    assert card.training["config"]["augment"]["rescale"] == [0.5, 0.9]
     assert card.architecture == "small_cnn" and card.preprocessing.input_size == 32
     lo, hi = card.review_band
     assert 0 <= lo <= card.threshold <= hi <= 1 and card.temperature > 0
@@ -85,9 +88,10 @@ def test_resume_continues_from_the_saved_epoch(ray_local, tiny_faces, tmp_path):
     assert [h["epoch"] for h in fresh] == [0]
 
 
-def test_bad_arguments_exit_non_zero(tmp_path):
+@pytest.mark.parametrize("bad", [["--epochs", "0"], ["--rescale", "0.9,0.5"], ["--rescale", "x"]])
+def test_bad_arguments_exit_non_zero(tmp_path, bad):
     assert main(["train", "--real", str(tmp_path), "--fake", str(tmp_path), "--out",
-                 str(tmp_path / "m"), "--epochs", "0"]) != 0  # fmt: skip
+                 str(tmp_path / "m"), *bad]) != 0  # fmt: skip
 
 
 def test_job_entrypoints_run_as_modules(tmp_path):
