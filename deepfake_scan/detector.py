@@ -40,7 +40,7 @@ class Detector:
     uint8 NHWC arrays the scan's decode step produces (already at the model's input size).
 
     ``precision`` (see ``PRECISIONS``): bf16 on this project's 2-core AMX machine ran the default
-    model 2.4x faster than fp32, test AUC within 0.0003, probabilities within 0.011
+    model 2.4x faster than fp32, test AUC within 0.0001, probabilities within 0.011
     (``benchmarks/precision.py``)."""
 
     def __init__(
