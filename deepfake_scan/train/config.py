@@ -87,6 +87,7 @@ class TrainConfig:
     # Identical re-encoding of every evaluation image, so JPEG tables cannot tell the classes apart.
     eval_quality: int = 90
     review_max_error: float = 0.02
+    review_max_share: float = 0.2  # the review band never holds more of the validation images
     eval_limit: int = 20000  # most images per split scored on the driver at the end
     checkpoint_dir: str | None = None  # default: OUT/checkpoints
     resume: bool = False
@@ -115,8 +116,9 @@ class TrainConfig:
         lo, hi = self.augment.rescale
         if not 0 < lo <= hi:
             raise ValueError(f"rescale range {self.augment.rescale} needs 0 < LOW <= HIGH")
-        if not 0 <= self.gan_share <= 1 or not 0 <= self.sbi_share <= 1:
-            raise ValueError("gan_share and sbi_share are shares in [0, 1]")
+        shares = (self.gan_share, self.sbi_share, self.review_max_share)
+        if not all(0 <= v <= 1 for v in shares):
+            raise ValueError("gan_share, sbi_share and review_max_share are shares in [0, 1]")
         if self.gan_size not in (32, 64, 128):
             raise ValueError("gan_size must be 32, 64 or 128")
         if self.train_crop is not None and not 8 <= self.train_crop <= self.input_size:

@@ -67,12 +67,12 @@ def view_logits(
     return out, np.asarray(labels), kept
 
 
-def calibrate(y: np.ndarray, logits: np.ndarray, max_error: float) -> dict:
+def calibrate(y: np.ndarray, logits: np.ndarray, max_error: float, max_share: float = 0.2) -> dict:
     """Temperature, threshold and review band from validation logits."""
     t = fit_temperature(y, logits)
     probs = sigmoid(logits / t)
     threshold = choose_threshold(y, probs)
-    band = choose_review_band(y, probs, threshold, max_error=max_error)
+    band = choose_review_band(y, probs, threshold, max_error, max_share)
     return {"temperature": t, "threshold": threshold, "review_band": band}
 
 
@@ -86,7 +86,8 @@ def evaluate(detector: Detector, val_rows: list[dict], test_rows: list[dict], cf
         cfg.eval_quality,
     )
     pooled = np.concatenate([val_logits[v] for v in VAL_VIEWS])
-    cal = calibrate(np.tile(y_val, len(VAL_VIEWS)), pooled, cfg.review_max_error)
+    y_pooled = np.tile(y_val, len(VAL_VIEWS))
+    cal = calibrate(y_pooled, pooled, cfg.review_max_error, cfg.review_max_share)
     t, thr = cal["temperature"], cal["threshold"]
 
     def scored(logits: dict[str, np.ndarray], y: np.ndarray) -> dict:

@@ -74,12 +74,27 @@ def test_threshold_and_review_band(scored):
     y, s = scored
     thr = choose_threshold(y, s)
     assert 0.3 < thr < 0.7
-    lo, hi = choose_review_band(y, s, thr, max_error=0.05)
+    lo, hi = choose_review_band(y, s, thr, max_error=0.05, max_share=1.0)
     assert lo <= thr <= hi
     outside = (s < lo) | (s >= hi)
     errors = ((s[outside] >= thr) != y[outside].astype(bool)).mean()
     assert errors <= 0.05
     assert outside.mean() > 0.2  # the band does not swallow everything
+
+
+def test_review_band_holds_at_most_its_share_when_errors_are_confident():
+    """A model that is confidently wrong on 10 % of images: no band meets 2 % error outside, so
+    the band stops at its share instead of sending nearly everything to review."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 500)
+    s = np.where(y == 1, rng.uniform(0.6, 1.0, 1000), rng.uniform(0.0, 0.4, 1000))
+    s[:50] = 0.999  # confident errors: reals scored as certain fakes
+    thr = choose_threshold(y, s)
+    lo, hi = choose_review_band(y, s, thr, max_error=0.02, max_share=0.2)
+    inside = ((s >= lo) & (s < hi)).mean()
+    assert 0.15 <= inside <= 0.2
+    lo, hi = choose_review_band(y, s, thr, max_error=0.02, max_share=1.0)
+    assert ((s >= lo) & (s < hi)).mean() > 0.7  # uncapped: most images go to review
 
 
 def test_perfect_scores_need_no_review_band():
