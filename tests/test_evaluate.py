@@ -307,3 +307,17 @@ def test_evaluate_command_writes_the_report(tmp_path, tiny_model):
     assert scores.loc[str(path), "score_none"] == pytest.approx(scan_score, abs=1e-5)
     diff = results.compare(summary, summary)
     assert all(r["auc"] in (0.0, None) or np.isnan(r["auc"]) for r in diff["robustness"])
+
+
+def test_command_line_defaults_are_the_librarys():
+    """The evaluate command spells its defaults out (so the CLI need not import torch)."""
+    import inspect
+
+    from deepfake_scan.evaluate.attacks import ATTACKS, EPSILONS, PGD_STEPS
+    from deepfake_scan.evaluate.commands import evaluate
+
+    params = inspect.signature(evaluate).parameters
+    assert params["attacks"].default == ",".join(ATTACKS)
+    assert params["pgd_steps"].default == PGD_STEPS
+    budgets = [float(e) / 255 for e in params["epsilons"].default.split(",")]
+    assert budgets == pytest.approx(EPSILONS)

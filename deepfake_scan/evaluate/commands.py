@@ -10,7 +10,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from deepfake_scan.evaluate.attacks import ATTACKS, PGD_STEPS
 from deepfake_scan.evaluate.launder import DEFAULT_VIEWS
 
 
@@ -41,9 +40,10 @@ def evaluate(
     views: Annotated[str, typer.Option(help="Launderings, comma-separated, or 'none'.")] = ",".join(
         v for v in DEFAULT_VIEWS if v != "none"
     ),
-    attacks: Annotated[str, typer.Option(help="fgsm,pgd or 'none'.")] = ",".join(ATTACKS),
+    # Defaults as literals (like --epsilons): attacks.py imports torch, the CLI should not.
+    attacks: Annotated[str, typer.Option(help="fgsm,pgd or 'none'.")] = "fgsm,pgd",
     epsilons: Annotated[str, typer.Option(help="Attack budgets in grey levels /255.")] = "1,2,4",
-    pgd_steps: Annotated[int, typer.Option(min=1, help="PGD iterations.")] = PGD_STEPS,
+    pgd_steps: Annotated[int, typer.Option(min=1, help="PGD iterations.")] = 10,
     attack_share: Annotated[
         float, typer.Option(min=0, max=1, help="Share of fakes attacked (by content hash).")
     ] = 1.0,
@@ -67,6 +67,7 @@ def evaluate(
     """Evaluate a model on labelled REAL and FAKE sources: metrics per source, laundering and
     adversarial robustness, as OUT/report.html, summary.json and PNGs. See docs/evaluate.md."""
     from deepfake_scan.cli import _band
+    from deepfake_scan.evaluate.attacks import ATTACKS
     from deepfake_scan.evaluate.launder import LAUNDERINGS
     from deepfake_scan.evaluate.run import evaluate as run_evaluate
 

@@ -66,8 +66,9 @@ class ModelCard:
         d["preprocessing"] = Preprocessing.from_dict(d.get("preprocessing", {}))
         d["review_band"] = tuple(d.get("review_band", (0.5, 0.5)))
         d["classes"] = tuple(d.get("classes", ("real", "fake")))
+        if d.get("faces"):
+            FaceGeometry.from_dict(d["faces"])  # a bad crop geometry fails here, not in a scan
         card = cls(**d)
-        card.face_geometry  # noqa: B018 (validates it)
         lo, hi = card.review_band
         if not (0.0 <= lo <= card.threshold <= hi <= 1.0) and lo != hi:
             raise ModelError(f"model_error: review band {card.review_band} must contain threshold")
