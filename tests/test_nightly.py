@@ -81,8 +81,13 @@ def test_racing_writers_commit_each_key_exactly_once(tmp_path):
     assert numbers == list(range(len(numbers)))  # no commit number was ever taken twice
 
 
+# A slow store (each commit takes 0.2 s more), so the kill lands mid-scan however fast the
+# scoring is: with a tiny model all 24 commits could otherwise land between two polls.
 SCAN_SCRIPT = """
-import sys, deepfake_scan
+import sys, time, deepfake_scan
+from deepfake_scan import scanning
+flush = scanning._flush
+scanning._flush = lambda *a, **k: (time.sleep(0.2), flush(*a, **k))
 deepfake_scan.scan(sys.argv[1], sys.argv[2], model=sys.argv[3], commit_every=10,
                    batch_size=10, concurrency=1)
 """
