@@ -11,27 +11,16 @@ from __future__ import annotations
 
 import argparse
 import io
-import time
 
 import numpy as np
 import torch
+from bench_scan import forward_rate
 from faces_vs_whole import held_out
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from deepfake_scan.decode import decode
 from deepfake_scan.detector import load_detector
-
-
-def forward_rate(detector, batch: int = 64, seconds: float = 8.0) -> float:
-    size = detector.card.preprocessing.input_size
-    pixels = np.random.default_rng(0).integers(0, 255, (batch, size, size, 3), dtype=np.uint8)
-    detector.predict_pixels(pixels)  # warm-up
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        detector.predict_pixels(pixels)
-        n += batch
-    return n / (time.perf_counter() - start)
 
 
 def jpeg(data: bytes, quality: int, scale: float = 1.0) -> bytes:

@@ -58,13 +58,19 @@ FailAbove = Annotated[
 ]
 
 
-def _band(text: str | None) -> tuple[float, float] | None:
-    if text is None:
-        return None
+def _pair(text: str, example: str = "0.4,0.6") -> tuple[float, float]:
+    """``LOW,HIGH`` as two floats, or a usage error."""
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
-        raise typer.BadParameter("expected LOW,HIGH, e.g. 0.4,0.6") from None
+        raise typer.BadParameter(f"expected LOW,HIGH, e.g. {example}, not {text!r}") from None
+    return lo, hi
+
+
+def _band(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    lo, hi = _pair(text)
     if not 0 <= lo <= hi <= 1:
         raise typer.BadParameter("need 0 <= LOW <= HIGH <= 1")
     return lo, hi

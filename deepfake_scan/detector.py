@@ -15,10 +15,14 @@ from deepfake_scan.preprocess import fit_image
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The dtype the forward pass runs in under ``torch.autocast``; None = full fp32."""
+def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype the forward pass runs in under ``torch.autocast``; None = full fp32."""
+    check_precision(precision)
     if precision == "auto":
         if device.type == "cuda":
             return torch.float16

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from deepfake_scan.decode import DEFAULT_MAX_PIXELS
-from deepfake_scan.detector import PRECISIONS
+from deepfake_scan.detector import check_precision
 from deepfake_scan.errors import ScanError
 from deepfake_scan.faces import FaceGeometry
 from deepfake_scan.models.artifact import ModelCard, load_model
@@ -89,8 +89,10 @@ def scan(source: str, out: str, **options: object) -> ScanSummary:
     skipped, so rerunning after a crash resumes, and a nightly run scans only what is new.
     """
     opts = ScanOptions(**options)
-    if opts.precision not in PRECISIONS:
-        raise ScanError(f"precision must be one of {', '.join(PRECISIONS)}, not {opts.precision!r}")
+    try:
+        check_precision(opts.precision)
+    except ValueError as e:
+        raise ScanError(str(e)) from None
     started = time.perf_counter()
     set_s3_endpoint(opts.s3_endpoint)
     # Fail fast, before any work: source, output and model are checked before anything is read.

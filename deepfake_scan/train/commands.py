@@ -35,14 +35,6 @@ def _command_line() -> str:
     return shlex.join(["deepfake-scan", *args])
 
 
-def _range(text: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise typer.BadParameter(f"expected LOW,HIGH, e.g. 0.45,1.3, not {text!r}") from None
-    return lo, hi
-
-
 def train(
     real: Annotated[list[str], typer.Option(help="Real images: folder, shard or URI; repeat.")],
     fake: Annotated[list[str], typer.Option(help="Fake images: folder, shard or URI; repeat.")],
@@ -111,6 +103,7 @@ def train(
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Train a detector on Ray Train and write the model artifact and its report to OUT."""
+    from deepfake_scan.cli import _pair
     from deepfake_scan.train.config import TrainConfig
     from deepfake_scan.train.job import run_training
 
@@ -119,7 +112,7 @@ def train(
         out=out, arch=arch, epochs=epochs, input_size=input_size,
         train_crop=train_crop,
         augment=AugmentConfig(
-            rescale_prob=rescale_prob, rescale=_range(rescale), blur_prob=blur_prob,
+            rescale_prob=rescale_prob, rescale=_pair(rescale, "0.45,1.3"), blur_prob=blur_prob,
             jpeg_light_share=jpeg_light_share,
         ),
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, gan=gan, gan_share=gan_share,

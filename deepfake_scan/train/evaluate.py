@@ -67,7 +67,7 @@ def view_logits(
     return out, np.asarray(labels), kept
 
 
-def calibrate(y: np.ndarray, logits: np.ndarray, max_error: float, max_share: float = 0.2) -> dict:
+def calibrate(y: np.ndarray, logits: np.ndarray, max_error: float, max_share: float) -> dict:
     """Temperature, threshold and review band from validation logits."""
     t = fit_temperature(y, logits)
     probs = sigmoid(logits / t)
