@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 from deepfake_scan.models.artifact import ModelCard, load_model
 from deepfake_scan.preprocess import fit_image
 
+log = logging.getLogger(__name__)
 # "auto": fp16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16 / AMX), else fp32.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -45,7 +47,15 @@ class Detector:
 
     ``precision`` (see ``PRECISIONS``): bf16 on this project's 2-core AMX machine ran the default
     model 2.4x faster than fp32, test AUC within 0.0001, probabilities within 0.011
-    (``benchmarks/precision.py``)."""
+    (``benchmarks/precision.py``).
+
+    On CPU a forward takes at most ``CPU_FORWARD`` images, whatever the batch: activations of a
+    few images stay in the CPU's caches and in memory the allocator reuses, where those of 64
+    exceed glibc's mmap threshold (32 MiB) and are mapped and faulted in afresh every forward.
+    Default model, bf16, 2 cores (median of 4): 178 images/s in forwards of 64, 246 of 16,
+    253-364 of 8, 375 of 4, 342 of 2."""
+
+    CPU_FORWARD = 4
 
     def __init__(
         self,
@@ -57,6 +67,7 @@ class Detector:
         self.card = card
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = autocast_dtype(precision, self.device)
+        self.max_forward = self.CPU_FORWARD if self.device.type == "cpu" else None
         # channels_last + inference_mode doubled MobileNetV2's CPU throughput here.
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         pre = card.preprocessing
@@ -70,12 +81,11 @@ class Detector:
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC -> normalised float NCHW (channels_last) on the model's device."""
         x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        x = (x - self._mean) / self._std
-        return x.contiguous(memory_format=torch.channels_last)
+        return x.sub_(self._mean).div_(self._std).contiguous(memory_format=torch.channels_last)
 
     def predict_pixels(self, pixels: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Fake probabilities; ``batch_size`` splits a large array into forwards of that size."""
-        step = batch_size or max(1, len(pixels))
+        step = min(batch_size or max(1, len(pixels)), self.max_forward or len(pixels) or 1)
         return np.concatenate(
             [np.zeros(0, np.float32)]
             + [self._forward(pixels[i : i + step]) for i in range(0, len(pixels), step)]
@@ -100,6 +110,20 @@ class Detector:
 def load_detector(
     model: str | None = None, device: str | None = None, precision: str = "auto"
 ) -> Detector:
-    """Load a model artifact (a directory or URI; None = the bundled default model)."""
+    """Load a model artifact (a directory or URI; None = the bundled default model) for
+    inference."""
     net, card = load_model(model)
-    return Detector(net, card, device=device, precision=precision)
+    return Detector(fold_batchnorm(net), card, device=device, precision=precision)
+
+
+def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` for inference with every BatchNorm folded into the convolution before
+    it (``torch.fx``): the same function, one memory pass fewer per layer (default model on 2
+    cores: 20 % faster). A model that ``torch.fx`` cannot trace is returned as it is."""
+    import torch.fx.experimental.optimization as fx_opt
+
+    try:
+        return fx_opt.fuse(model.eval())
+    except Exception as e:  # tracing fails on data-dependent control flow
+        log.info("BatchNorm not folded for %s: %s", type(model).__name__, e)
+        return model

@@ -57,8 +57,11 @@ def fit_image(img: Image.Image, pre: Preprocessing) -> np.ndarray:
         w, h = img.size
         scale = size / min(w, h)
         nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        if (nw, nh) != (w, h):
-            img = img.resize((nw, nh), interp)
         left, top = (nw - size) // 2, (nh - size) // 2
-        img = img.crop((left, top, left + size, top + size))
+        if (nw, nh) == (w, h):
+            img = img.crop((left, top, left + size, top + size))
+        else:  # resample only the centred square (the crop's box in source pixels): 25 % less work
+            sx, sy = w / nw, h / nh
+            box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+            img = img.resize((size, size), interp, box=box)
     return np.asarray(img, dtype=np.uint8)

@@ -235,7 +235,11 @@ def _dataset(items: list[dict], card: ModelCard, opts: ScanOptions, run_id: str)
     n_actors, res = actor_resources(opts)
     env = worker_env_args()
     geometry = (card.face_geometry or FaceGeometry()) if opts.faces else None
-    ds = input_dataset(items, n_actors, files_per_block=32).map_batches(
+    # A decode task reads about one model batch of files (at least 32): its output goes to the
+    # actor whole, and half as many tasks as 32 files each (6,000-image scan: 116-124 -> 130-133
+    # images/s here).
+    files_per_block = max(32, opts.batch_size)
+    ds = input_dataset(items, n_actors, files_per_block).map_batches(
         read_decode,
         batch_size=None,
         compute=ray.data.TaskPoolStrategy(size=res["decode_tasks"]),

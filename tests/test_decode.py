@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from deepfake_scan.decode import decode, open_image
-from deepfake_scan.preprocess import Preprocessing
+from deepfake_scan.preprocess import Preprocessing, fit_image
 from tests.fixtures import image_bytes
 
 PRE = Preprocessing(input_size=32)
@@ -154,3 +154,25 @@ def test_large_jpeg_is_decoded_at_reduced_size():
 def test_format_comes_from_bytes_not_names():
     d = decode(image_bytes("PNG"), PRE)
     assert d.format == "PNG"
+
+
+@pytest.mark.parametrize("size", [(240, 120), (120, 240), (97, 61)])
+def test_center_crop_keeps_the_centred_square_at_the_model_size(size):
+    """The centred square of a wide or tall image, resampled to the input size: the same pixels
+    as resizing the whole image and cropping (within rounding), and nothing from the sides."""
+    w, h = size
+    arr = np.zeros((h, w, 3), np.uint8)
+    side = min(w, h)
+    x0, y0 = (w - side) // 2, (h - side) // 2
+    arr[..., 2] = 255  # blue margins
+    arr[y0 : y0 + side, x0 : x0 + side] = (0, 200, 0)  # green centre square
+    img = Image.fromarray(arr)
+    fitted = fit_image(img, PRE).astype(int)
+    assert fitted.shape == (32, 32, 3)
+    scale = 32 / side
+    whole = img.resize((max(32, round(w * scale)), max(32, round(h * scale))), Image.BILINEAR)
+    left, top = (whole.width - 32) // 2, (whole.height - 32) // 2
+    cropped = np.asarray(whole.crop((left, top, left + 32, top + 32))).astype(int)
+    assert np.abs(fitted - cropped).max() <= 1
+    inner = fitted[2:-2, 2:-2]  # away from the edges, where the margin's colour may bleed in
+    assert (inner[..., 1] > 190).all() and (inner[..., 2] < 10).all()

@@ -115,3 +115,41 @@ def test_precision_bf16_runs_in_bf16_and_agrees_with_fp32():
     assert autocast_dtype("auto", torch.device("cuda")) == torch.float16
     with pytest.raises(ValueError, match="precision must be one of"):
         load_detector(precision="int4")
+
+
+@pytest.mark.parametrize("arch", ["npr_resnet", "mobilenet_v2", "efficientnet_b0", "small_cnn"])
+def test_inference_model_folds_batchnorm_and_computes_the_same(arch):
+    """Folding BatchNorm into the convolutions (load_detector does it) changes no output, and
+    leaves the trained model untouched."""
+    import torch
+
+    from deepfake_scan.detector import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = create_model(arch).eval()
+    for m in model.modules():  # trained-looking statistics, so folding has something to do
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(3, 3, 96, 96)
+    with torch.inference_mode():
+        expected = model(x)
+        folded = fold_batchnorm(model)
+        got = folded(x)
+    norms = [m for m in folded.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not norms
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_forwards_in_small_chunks_give_the_batch_result():
+    """On CPU the detector forwards a few images at a time (faster); the scores are those of one
+    forward of the whole batch."""
+    pixels = np.random.default_rng(0).integers(0, 256, (10, 250, 250, 3), dtype=np.uint8)
+    detector = load_detector(precision="fp32", device="cpu")
+    assert detector.max_forward and detector.max_forward < len(pixels)
+    chunked = detector.predict_pixels(pixels, batch_size=64)
+    detector.max_forward = None
+    whole = detector.predict_pixels(pixels, batch_size=64)
+    assert chunked.shape == (10,)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-4, atol=1e-5)
