@@ -112,7 +112,7 @@ class Scorer:
         self.run_id = run_id
         # A face-only model (its card says so) labels images without a face "no_face".
         self.face_only = bool(card.face_geometry and card.face_geometry.face_only)
-        self.batch_size = batch_size  # images per forward (an image may bring many faces)
+        self.batch_size = batch_size  # images per model batch (an image may bring many faces)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from deepfake_scan.detector import label_for

@@ -38,7 +38,7 @@ DECODE_CPUS = 0.25
 @dataclass
 class ScanOptions:
     model: str | None = None  # model directory or URI; None = the bundled default
-    batch_size: int = 64  # images per model forward
+    batch_size: int = 64  # images per batch to an actor (a CPU runs a few at a time)
     concurrency: int | None = None  # detector actors; None = from the cluster's resources
     num_gpus: float | None = None  # GPUs per actor; None = 1 when the cluster has GPUs
     address: str | None = None  # Ray address; None = RAY_ADDRESS or a local Ray

@@ -42,7 +42,7 @@ class EvalOptions:
     # Share of fakes attacked, picked by content hash (the same images for every model): PGD
     # costs ~3 x steps forward passes per image and epsilon, a lot on CPU for a large set.
     attack_share: float = 1.0
-    batch_size: int = 64  # images per model forward (records x views)
+    batch_size: int = 64  # images per batch to the model (records x views)
     concurrency: int | None = None  # detector actors; None = from the cluster's resources
     num_gpus: float | None = None  # GPUs per actor; None = 1 when the cluster has GPUs
     address: str | None = None  # Ray address; None = RAY_ADDRESS or a local Ray
