@@ -26,9 +26,7 @@ console = Console(stderr=True, soft_wrap=True)  # one error stays one line in jo
 Source = Annotated[str, typer.Argument(help="Folder, file or URI (s3://, gs://, ...).")]
 Out = Annotated[str, typer.Option(help="Verdict store: a folder or URI.")]
 Model = Annotated[str | None, typer.Option(help="Model dir or URI [default: bundled]")]
-BatchSize = Annotated[
-    int, typer.Option(min=1, help="Images per model batch (a CPU runs 4 at a time).")
-]
+BatchSize = Annotated[int, typer.Option(min=1, help="Images per model batch.")]
 Concurrency = Annotated[int | None, typer.Option(min=1, help="Detector actors.")]
 NumGpus = Annotated[float | None, typer.Option(min=0, help="GPUs per actor.")]
 Address = Annotated[str | None, typer.Option(help="Ray address [default: local]")]

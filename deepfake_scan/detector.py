@@ -84,8 +84,12 @@ class Detector:
         return x.sub_(self._mean).div_(self._std).contiguous(memory_format=torch.channels_last)
 
     def predict_pixels(self, pixels: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """Fake probabilities; ``batch_size`` splits a large array into forwards of that size."""
-        step = min(batch_size or max(1, len(pixels)), self.max_forward or len(pixels) or 1)
+        """Fake probabilities; ``batch_size`` splits a large array into forwards of that size
+        (on CPU at most ``max_forward``)."""
+        step = batch_size or len(pixels)
+        if self.max_forward:
+            step = min(step, self.max_forward)
+        step = max(1, step)
         return np.concatenate(
             [np.zeros(0, np.float32)]
             + [self._forward(pixels[i : i + step]) for i in range(0, len(pixels), step)]

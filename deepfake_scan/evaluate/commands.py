@@ -51,9 +51,7 @@ def evaluate(
         str | None, typer.Option(help="Another evaluation's summary.json: adds differences.")
     ] = None,
     worst: Annotated[int, typer.Option(min=0, help="Images per worst-mistakes sheet.")] = 16,
-    batch_size: Annotated[
-        int, typer.Option(min=1, help="Images per model batch (a CPU runs 4 at a time).")
-    ] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per model batch.")] = 64,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Detector actors.")] = None,
     num_gpus: Annotated[float | None, typer.Option(min=0, help="GPUs per actor.")] = None,
     address: Annotated[str | None, typer.Option(help="Ray address [default: local]")] = None,

@@ -40,9 +40,7 @@ def label(
     dedup: Annotated[str, typer.Option(help="Duplicates to flag: none, exact, near.")] = "near",
     near_distance: Annotated[int, typer.Option(help="pHash bits that may differ.")] = 4,
     keep_one: Annotated[bool, typer.Option(help="One sample per duplicate group.")] = False,
-    batch_size: Annotated[
-        int, typer.Option(min=1, help="Images per model batch (a CPU runs 4 at a time).")
-    ] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per model batch.")] = 64,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Detector actors.")] = None,
     num_gpus: Annotated[float | None, typer.Option(min=0, help="GPUs per actor.")] = None,
     address: Annotated[str | None, typer.Option(help="Ray address (default: local).")] = None,
