@@ -11,6 +11,28 @@ from rich.console import Console
 from rich.table import Table
 
 from deepfake_scan.errors import ScanError
+from deepfake_scan.options import (
+    Address,
+    BatchSize,
+    Concurrency,
+    Faces,
+    FailAbove,
+    ImageColumn,
+    JsonOut,
+    KeyColumn,
+    Manifest,
+    MaxPixels,
+    Model,
+    NumGpus,
+    Out,
+    Precision,
+    RescanOnModelChange,
+    ReviewBand,
+    S3Endpoint,
+    Source,
+    Threshold,
+    band,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -20,60 +42,6 @@ app = typer.Typer(
 models_app = typer.Typer(no_args_is_help=True, help="Inspect model artifacts.")
 app.add_typer(models_app, name="models")
 console = Console(stderr=True, soft_wrap=True)  # one error stays one line in job logs
-
-
-# Options shared by the commands that scan.
-Source = Annotated[str, typer.Argument(help="Folder, file or URI (s3://, gs://, ...).")]
-Out = Annotated[str, typer.Option(help="Verdict store: a folder or URI.")]
-Model = Annotated[str | None, typer.Option(help="Model dir or URI [default: bundled]")]
-BatchSize = Annotated[int, typer.Option(min=1, help="Images per model batch.")]
-Concurrency = Annotated[int | None, typer.Option(min=1, help="Detector actors.")]
-NumGpus = Annotated[float | None, typer.Option(min=0, help="GPUs per actor.")]
-Address = Annotated[str | None, typer.Option(help="Ray address [default: local]")]
-ImageColumn = Annotated[str, typer.Option(help="Image-bytes column of Parquet.")]
-RescanOnModelChange = Annotated[
-    bool, typer.Option(help="Rescan inputs scored by another version of the model.")
-]
-JsonOut = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
-Manifest = Annotated[
-    str | None,
-    typer.Option(help="Parquet/CSV of URIs, or an S3 Inventory manifest.json: skips listing."),
-]
-S3Endpoint = Annotated[
-    str | None,
-    typer.Option(help="S3-compatible endpoint URL (MinIO, Ceph, R2) [env: AWS_ENDPOINT_URL_S3]"),
-]
-Faces = Annotated[
-    bool, typer.Option(help="Score each face found (per-face results in column faces).")
-]
-Precision = Annotated[
-    str,
-    typer.Option(
-        help="Model arithmetic: auto (fp16 on GPU, bf16 on CPUs with native bf16), fp32, bf16, "
-        "fp16."
-    ),
-]
-FailAbove = Annotated[
-    float | None, typer.Option(min=0, max=1, help="Exit 1 if the last run's fake rate is above.")
-]
-
-
-def _pair(text: str, example: str = "0.4,0.6") -> tuple[float, float]:
-    """``LOW,HIGH`` as two floats, or a usage error."""
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise typer.BadParameter(f"expected LOW,HIGH, e.g. {example}, not {text!r}") from None
-    return lo, hi
-
-
-def _band(text: str | None) -> tuple[float, float] | None:
-    if text is None:
-        return None
-    lo, hi = _pair(text)
-    if not 0 <= lo <= hi <= 1:
-        raise typer.BadParameter("need 0 <= LOW <= HIGH <= 1")
-    return lo, hi
 
 
 @app.command()
@@ -86,10 +54,10 @@ def scan(
     num_gpus: NumGpus = None,
     address: Address = None,
     image_column: ImageColumn = "image",
-    key_column: Annotated[str | None, typer.Option(help="Key column of Parquet.")] = None,
-    max_pixels: Annotated[int, typer.Option(help="Decompression-bomb limit.")] = 100_000_000,
-    threshold: Annotated[float | None, typer.Option(min=0, max=1)] = None,
-    review_band: Annotated[str | None, typer.Option(help="LOW,HIGH: 'uncertain'.")] = None,
+    key_column: KeyColumn = None,
+    max_pixels: MaxPixels = 100_000_000,
+    threshold: Threshold = None,
+    review_band: ReviewBand = None,
     full: Annotated[bool, typer.Option(help="Rescan inputs that already have verdicts.")] = False,
     rescan_on_model_change: RescanOnModelChange = False,
     manifest: Manifest = None,
@@ -113,7 +81,7 @@ def scan(
         key_column=key_column,
         max_pixels=max_pixels,
         threshold=threshold,
-        review_band=_band(review_band),
+        review_band=band(review_band),
         full=full,
         rescan_on_model_change=rescan_on_model_change,
         manifest=manifest,
@@ -213,10 +181,7 @@ def report(
     out: Annotated[str, typer.Argument(help="Verdict store.")],
     html: Annotated[str | None, typer.Option(help="Write the HTML report here.")] = None,
     json_path: Annotated[str | None, typer.Option("--json", help="Write a JSON summary.")] = None,
-    fail_above: Annotated[
-        float | None,
-        typer.Option(min=0, max=1, help="Exit 1 if the last run's fake rate is above."),
-    ] = None,
+    fail_above: FailAbove = None,
 ) -> None:
     """Report on a verdict store: runs over time, scores, errors, most suspicious images."""
     from deepfake_scan.report import build_report, last_run_rate
@@ -294,7 +259,7 @@ def entrypoint() -> None:
     sys.exit(main())
 
 
-# Commands that live with their own subsystem (imported last: they reuse the options above).
+# Commands that live with their own subsystem (imported last: they register on ``app``).
 from deepfake_scan.evaluate.commands import register as _register_evaluate  # noqa: E402
 from deepfake_scan.label.commands import register as _register_label  # noqa: E402
 from deepfake_scan.train.commands import register as _register_train  # noqa: E402

@@ -41,6 +41,7 @@ def source(tmp_path) -> Path:
         ("bad_model", "model_error"),
         ("unwritable_out", "output not writable"),
         ("bad_precision", "precision must be one of"),
+        ("bad_review_band", "need 0 <= LOW <= HIGH <= 1"),
     ],
 )
 def test_commands_that_cannot_run_exit_nonzero_with_one_clear_line(
@@ -49,6 +50,8 @@ def test_commands_that_cannot_run_exit_nonzero_with_one_clear_line(
     src, out, model, extra = str(source), str(tmp_path / "out"), tiny_model, []
     if case == "bad_precision":
         extra = ["--precision", "int4"]
+    elif case == "bad_review_band":
+        extra = ["--review-band", "0.6,0.4"]
     elif case == "missing_source":
         src = str(tmp_path / "missing")
     elif case == "bad_model":

@@ -11,6 +11,22 @@ from rich.console import Console
 from rich.table import Table
 
 from deepfake_scan.evaluate.launder import DEFAULT_VIEWS
+from deepfake_scan.options import (
+    Address,
+    BatchSize,
+    Concurrency,
+    Fake,
+    ImageColumn,
+    JsonOut,
+    MaxPixels,
+    Model,
+    NumGpus,
+    Real,
+    ReviewBand,
+    S3Endpoint,
+    Threshold,
+    band,
+)
 
 
 def _names(text: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -33,10 +49,10 @@ def _epsilons(text: str) -> tuple[float, ...]:
 
 
 def evaluate(
-    real: Annotated[list[str], typer.Option(help="Real images: folder, shard or URI; repeat.")],
-    fake: Annotated[list[str], typer.Option(help="Fake images: folder, shard or URI; repeat.")],
+    real: Real,
+    fake: Fake,
     out: Annotated[str, typer.Option(help="Report folder or URI.")],
-    model: Annotated[str | None, typer.Option(help="Model dir or URI [default: bundled]")] = None,
+    model: Model = None,
     views: Annotated[str, typer.Option(help="Launderings, comma-separated, or 'none'.")] = ",".join(
         v for v in DEFAULT_VIEWS if v != "none"
     ),
@@ -51,22 +67,19 @@ def evaluate(
         str | None, typer.Option(help="Another evaluation's summary.json: adds differences.")
     ] = None,
     worst: Annotated[int, typer.Option(min=0, help="Images per worst-mistakes sheet.")] = 16,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per model batch.")] = 64,
-    concurrency: Annotated[int | None, typer.Option(min=1, help="Detector actors.")] = None,
-    num_gpus: Annotated[float | None, typer.Option(min=0, help="GPUs per actor.")] = None,
-    address: Annotated[str | None, typer.Option(help="Ray address [default: local]")] = None,
-    image_column: Annotated[str, typer.Option(help="Image-bytes column of Parquet.")] = "image",
-    max_pixels: Annotated[int, typer.Option(help="Decompression-bomb limit.")] = 100_000_000,
-    threshold: Annotated[float | None, typer.Option(min=0, max=1)] = None,
-    review_band: Annotated[str | None, typer.Option(help="LOW,HIGH: 'uncertain'.")] = None,
-    s3_endpoint: Annotated[
-        str | None, typer.Option(help="S3-compatible endpoint URL (MinIO, Ceph, R2).")
-    ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    batch_size: BatchSize = 64,
+    concurrency: Concurrency = None,
+    num_gpus: NumGpus = None,
+    address: Address = None,
+    image_column: ImageColumn = "image",
+    max_pixels: MaxPixels = 100_000_000,
+    threshold: Threshold = None,
+    review_band: ReviewBand = None,
+    s3_endpoint: S3Endpoint = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Evaluate a model on labelled REAL and FAKE sources: metrics per source, laundering and
     adversarial robustness, as OUT/report.html, summary.json and PNGs. See docs/evaluate.md."""
-    from deepfake_scan.cli import _band
     from deepfake_scan.evaluate.attacks import ATTACKS
     from deepfake_scan.evaluate.launder import LAUNDERINGS
     from deepfake_scan.evaluate.run import evaluate as run_evaluate
@@ -90,7 +103,7 @@ def evaluate(
         image_column=image_column,
         max_pixels=max_pixels,
         threshold=threshold,
-        review_band=_band(review_band),
+        review_band=band(review_band),
         s3_endpoint=s3_endpoint,
     )
     if json_out:

@@ -11,6 +11,25 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from deepfake_scan.options import (
+    Address,
+    BatchSize,
+    Concurrency,
+    ImageColumn,
+    JsonOut,
+    KeyColumn,
+    Manifest,
+    MaxPixels,
+    Model,
+    NumGpus,
+    RescanOnModelChange,
+    ReviewBand,
+    S3Endpoint,
+    Source,
+    Threshold,
+    band,
+)
+
 PHASES = {"score": "scoring", "inspect": "hashing, thumbnails", "write": "writing shards"}
 
 
@@ -27,12 +46,12 @@ class _Bars:
 
 
 def label(
-    source: Annotated[str, typer.Argument(help="Folder, file or URI (s3://, gs://, ...).")],
+    source: Source,
     out: Annotated[str, typer.Option(help="Dataset folder or URI (DEST).")],
     store: Annotated[
         str | None, typer.Option(help="Verdict store (default: DEST/verdicts).")
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Model dir or URI (default: bundled).")] = None,
+    model: Model = None,
     shard_size: Annotated[int, typer.Option(min=1, help="Samples per shard.")] = 1000,
     formats: Annotated[
         list[str] | None, typer.Option("--format", help="Also write labels.jsonl / labels.csv.")
@@ -40,32 +59,25 @@ def label(
     dedup: Annotated[str, typer.Option(help="Duplicates to flag: none, exact, near.")] = "near",
     near_distance: Annotated[int, typer.Option(help="pHash bits that may differ.")] = 4,
     keep_one: Annotated[bool, typer.Option(help="One sample per duplicate group.")] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per model batch.")] = 64,
-    concurrency: Annotated[int | None, typer.Option(min=1, help="Detector actors.")] = None,
-    num_gpus: Annotated[float | None, typer.Option(min=0, help="GPUs per actor.")] = None,
-    address: Annotated[str | None, typer.Option(help="Ray address (default: local).")] = None,
-    image_column: Annotated[str, typer.Option(help="Image-bytes column of Parquet.")] = "image",
-    key_column: Annotated[str | None, typer.Option(help="Key column of Parquet.")] = None,
-    max_pixels: Annotated[int, typer.Option(help="Decompression-bomb limit.")] = 100_000_000,
-    threshold: Annotated[float | None, typer.Option(min=0, max=1)] = None,
-    review_band: Annotated[str | None, typer.Option(help="LOW,HIGH: 'uncertain'.")] = None,
+    batch_size: BatchSize = 64,
+    concurrency: Concurrency = None,
+    num_gpus: NumGpus = None,
+    address: Address = None,
+    image_column: ImageColumn = "image",
+    key_column: KeyColumn = None,
+    max_pixels: MaxPixels = 100_000_000,
+    threshold: Threshold = None,
+    review_band: ReviewBand = None,
     full: Annotated[bool, typer.Option(help="Rescore inputs that already have verdicts.")] = False,
-    rescan_on_model_change: Annotated[
-        bool, typer.Option(help="Rescore inputs scored by another version of the model.")
-    ] = False,
-    manifest: Annotated[
-        str | None, typer.Option(help="Parquet/CSV of URIs (or S3 Inventory): skips listing.")
-    ] = None,
-    s3_endpoint: Annotated[
-        str | None, typer.Option(help="S3-compatible endpoint URL (MinIO, Ceph, R2).")
-    ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    rescan_on_model_change: RescanOnModelChange = False,
+    manifest: Manifest = None,
+    s3_endpoint: S3Endpoint = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Score SOURCE and write a labelled WebDataset to DEST.
 
     Shards split by label (DEST/real, fake, uncertain), a manifest, an errors table and an HTML
     review page of the uncertain band. See docs/labelling.md."""
-    from deepfake_scan.cli import _band
     from deepfake_scan.label.labelling import label as run_label
 
     columns = [TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn()]
@@ -89,7 +101,7 @@ def label(
             key_column=key_column,
             max_pixels=max_pixels,
             threshold=threshold,
-            review_band=_band(review_band),
+            review_band=band(review_band),
             full=full,
             rescan_on_model_change=rescan_on_model_change,
             manifest=manifest,

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from deepfake_scan.errors import ScanError
+from deepfake_scan.options import Address, Fake, JsonOut, Real, pair
 from deepfake_scan.train.config import AugmentConfig
 
 # The argument list ``main`` was given, and by which program: the recorded command must be the
@@ -36,8 +37,8 @@ def _command_line() -> str:
 
 
 def train(
-    real: Annotated[list[str], typer.Option(help="Real images: folder, shard or URI; repeat.")],
-    fake: Annotated[list[str], typer.Option(help="Fake images: folder, shard or URI; repeat.")],
+    real: Real,
+    fake: Fake,
     out: Annotated[str, typer.Option(help="Model directory or URI to write.")],
     arch: Annotated[
         str, typer.Option(help="Architecture name in the model registry.")
@@ -99,11 +100,10 @@ def train(
     name: Annotated[str, typer.Option(help="Model name in model.json.")] = "deepfake-detector",
     version: Annotated[str, typer.Option()] = "0.1.0",
     seed: Annotated[int, typer.Option()] = 0,
-    address: Annotated[str | None, typer.Option(help="Ray address [default: local]")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    address: Address = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Train a detector on Ray Train and write the model artifact and its report to OUT."""
-    from deepfake_scan.cli import _pair
     from deepfake_scan.train.config import TrainConfig
     from deepfake_scan.train.job import run_training
 
@@ -112,7 +112,7 @@ def train(
         out=out, arch=arch, epochs=epochs, input_size=input_size,
         train_crop=train_crop,
         augment=AugmentConfig(
-            rescale_prob=rescale_prob, rescale=_pair(rescale, "0.45,1.3"), blur_prob=blur_prob,
+            rescale_prob=rescale_prob, rescale=pair(rescale, "0.45,1.3"), blur_prob=blur_prob,
             jpeg_light_share=jpeg_light_share,
         ),
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, gan=gan, gan_share=gan_share,
