@@ -2,7 +2,9 @@
 
 Trained in the same job on the real images with the hinge loss (the stabilisers that work for
 small GANs: spectral norm in D, Adam(2e-4, betas 0.5/0.999)); its samples join the detector's
-batches as extra fakes, so the detector keeps seeing the generator's newest fakes.
+batches as extra fakes, so the detector keeps seeing the generator's newest fakes; as many of
+the batch's reals join them brought to the generator's resolution, so that the blur of a small
+image fitted up to the input size never marks a fake by itself.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Ray Train: ``train_loop_per_worker`` with ``train_epoch`` / ``eval_epoch``, and ``fit``.
 
 Each worker reads its shard of the augmented data through Ray Data, trains the detector with DDP
-(and, with ``--gan``, a generator whose newest samples join every batch as extra fakes), evaluates
-on its shard of the validation set, and reports metrics plus a checkpoint every epoch. A run
-restarted with ``--resume`` continues from its latest checkpoint.
+(and, with ``--gan``, a generator whose newest samples join every batch as extra fakes, beside as
+many reals at the generator's resolution), evaluates on its shard of the validation set, and
+reports metrics plus a checkpoint every epoch. A run restarted with ``--resume`` continues from
+its latest checkpoint.
 """
 
 from __future__ import annotations
@@ -135,9 +136,13 @@ def balanced_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).sum()
 
 
-def _gan_fakes(state: WorkerState, real_pixels: torch.Tensor, rng: np.random.Generator):
-    """Train the GAN one step on the batch's real images; return its newest samples as inputs
-    for the detector (uint8 NHWC at the input size, augmented like every other image)."""
+def _gan_examples(state: WorkerState, real_pixels: torch.Tensor, rng: np.random.Generator):
+    """Train the GAN one step on the batch's real images; return its newest samples as extra
+    fakes, and as many of the batch's reals brought to the GAN's resolution as extra reals.
+
+    Both go through the same augmentations and are fitted up from the GAN's resolution to the
+    input size, so blur from upsampling is on both sides and never tells a GAN fake from a real
+    by itself. Returns (uint8 NHWC views, labels 1 fake / 0 real, GAN losses)."""
     from PIL import Image
 
     from deepfake_scan.train.augment import train_view
@@ -153,12 +158,14 @@ def _gan_fakes(state: WorkerState, real_pixels: torch.Tensor, rng: np.random.Gen
         gan.G.eval()
         samples = to_uint8(gan.G.sample(n))
         gan.G.train()
+        low_reals = to_uint8(to_gan_input(real_pixels[:n].cpu(), cfg.gan_size))
     pre = cfg.preprocessing()
     views = [
         train_view(Image.fromarray(s.numpy()), rng, cfg.augment, pre, cfg.train_crop)
-        for s in samples
+        for s in (*samples, *low_reals)
     ]
-    return torch.from_numpy(np.stack(views)), losses
+    labels = torch.cat([torch.ones(len(samples)), torch.zeros(len(low_reals))])
+    return torch.from_numpy(np.stack(views)), labels, losses
 
 
 def _everywhere(flag: bool, device: torch.device) -> bool:
@@ -208,10 +215,10 @@ def train_epoch(state: WorkerState, shard, rng: np.random.Generator) -> dict:
             break
         pixels, y = batch["pixels"], batch["label"]
         if state.gan is not None:
-            fakes, gl = _gan_fakes(state, pixels[y < 0.5], rng)
-            # Ray puts batches on the worker's device; the GAN's samples come back on the CPU.
-            ones = torch.ones(len(fakes), dtype=y.dtype, device=y.device)
-            pixels, y = torch.cat([pixels, fakes.to(pixels.device)]), torch.cat([y, ones])
+            extra, extra_y, gl = _gan_examples(state, pixels[y < 0.5], rng)
+            # Ray puts batches on the worker's device; the GAN's examples come back on the CPU.
+            pixels = torch.cat([pixels, extra.to(pixels.device)])
+            y = torch.cat([y, extra_y.to(y.device, y.dtype)])
             gan_losses.append(gl)
         y = y.to(state.device)
         x = state.normalise(pixels)

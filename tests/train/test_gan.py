@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -62,3 +63,29 @@ def test_generator_round_trip_and_synth(tmp_path):
     assert code == 0
     files = sorted((tmp_path / "synth").glob("*.png"))
     assert len(files) == 5
+
+
+def test_gan_examples_pair_each_fake_with_a_real_at_the_gans_resolution():
+    """A detector must not tell GAN fakes from reals by their low resolution alone: the reals
+    that join them went through the same downscale and fit back up."""
+    from deepfake_scan.train.config import AugmentConfig, TrainConfig
+    from deepfake_scan.train.loop import WorkerState, _gan_examples
+
+    torch.manual_seed(0)
+    aug = AugmentConfig(
+        jpeg_quality=(100, 100), rescale_prob=0, blur_prob=0, jitter_prob=0, flip=False
+    )
+    cfg = TrainConfig(input_size=64, batch_size=4, gan_size=32, gan_share=0.5, augment=aug)
+    state = WorkerState(cfg, None, None, None, None, torch.device("cpu"))
+    state.gan = GanTrainer(GanConfig(size=32, z_dim=16, width=8))
+    checkers = (torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2 * 255
+    reals = checkers[None, :, :, None].expand(3, 64, 64, 3).to(torch.uint8)  # 1-px detail
+    views, labels, losses = _gan_examples(state, reals, np.random.default_rng(0))
+    assert views.dtype == torch.uint8 and views.shape == (4, 64, 64, 3)
+    assert labels.tolist() == [1, 1, 0, 0] and set(losses) == {"gan_d_loss", "gan_g_loss"}
+    # The 1-pixel checkerboard does not survive the GAN's 32 px: the added reals are smooth.
+    detail = views[2:].float().diff(dim=2).abs().mean()
+    assert detail < 0.1 * reals.float().diff(dim=2).abs().mean()
+
+    fewer, labels, _ = _gan_examples(state, reals[:1], np.random.default_rng(0))
+    assert labels.tolist() == [1, 1, 0] and len(fewer) == 3  # no more reals than the batch has
