@@ -75,7 +75,9 @@ def train(
     gan: Annotated[
         bool, typer.Option(help="Train a GAN; its samples join batches as fakes.")
     ] = False,
-    gan_share: Annotated[float, typer.Option(min=0, max=1, help="GAN fakes per batch.")] = 0.125,
+    gan_share: Annotated[
+        float, typer.Option(min=0, max=1, help="GAN fakes (and low-res reals) per batch.")
+    ] = 0.125,
     sbi: Annotated[
         bool, typer.Option(help="Add self-blended pseudo-fakes from real images.")
     ] = False,

@@ -79,7 +79,8 @@ class TrainConfig:
     adversarial: bool = False  # add FGSM examples of each batch (see deepfake_scan.evaluate)
     sbi_share: float = 0.5  # chance that a real training image also yields a self-blended fake
     gan: bool = False
-    gan_share: float = 0.125  # extra GAN fakes per detector batch, as a share of its size
+    # Extra GAN fakes per detector batch, as a share of its size (and as many low-res reals).
+    gan_share: float = 0.125
     gan_size: int = 64
     gan_z: int = 128
     gan_width: int = 32  # 2.6 MB of generator weights at 64 px; 64 gives 10 MB
