@@ -17,6 +17,7 @@ from deepfake_scan.options import (
     Concurrency,
     Faces,
     FailAbove,
+    Fake,
     ImageColumn,
     JsonOut,
     KeyColumn,
@@ -26,6 +27,7 @@ from deepfake_scan.options import (
     NumGpus,
     Out,
     Precision,
+    Real,
     RescanOnModelChange,
     ReviewBand,
     S3Endpoint,
@@ -235,6 +237,26 @@ def models_show(
 
     _, card = load_model(model)
     print(json.dumps(card.to_dict(), indent=2))
+
+
+@models_app.command("calibrate")
+def models_calibrate(
+    model: Annotated[str, typer.Argument(help="Model dir or URI")],
+    real: Real,
+    fake: Fake,
+    out: Annotated[str, typer.Option(help="Model directory or URI to write (may be MODEL).")],
+    version: Annotated[str | None, typer.Option(help="New version [default: unchanged]")] = None,
+) -> None:
+    """Fit how a model's scores of small images (enlarged to its input) are calibrated, on the
+    validation split of labelled images; write the model with it to OUT."""
+    from deepfake_scan.train.evaluate import recalibrate_upsampling
+
+    try:
+        card = recalibrate_upsampling(model, real, fake, out, version)
+    except ValueError as e:
+        raise ScanError(str(e)) from None
+    a, b = card.upsample_calibration
+    console.print(f"{card.model_id}: upsample calibration a={a:.3f} b={b:.3f}, written to {out}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from deepfake_scan.metrics import calibrated
 from deepfake_scan.models.artifact import ModelCard, load_model
-from deepfake_scan.preprocess import fit_image
+from deepfake_scan.preprocess import fit_image, upscale_log2
 
 log = logging.getLogger(__name__)
 # "auto": fp16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16 / AMX), else fp32.
@@ -83,29 +84,38 @@ class Detector:
         x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         return x.sub_(self._mean).div_(self._std).contiguous(memory_format=torch.channels_last)
 
-    def predict_pixels(self, pixels: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    def predict_pixels(
+        self, pixels: np.ndarray, batch_size: int | None = None, sizes: np.ndarray | None = None
+    ) -> np.ndarray:
         """Fake probabilities; ``batch_size`` splits a large array into forwards of that size
-        (on CPU at most ``max_forward``)."""
+        (on CPU at most ``max_forward``). ``sizes``: each image's original (width, height), for
+        the card's upsample calibration of images the fit enlarged (None: not enlarged)."""
         step = batch_size or len(pixels)
         if self.max_forward:
             step = min(step, self.max_forward)
         step = max(1, step)
-        return np.concatenate(
+        logits = np.concatenate(
             [np.zeros(0, np.float32)]
-            + [self._forward(pixels[i : i + step]) for i in range(0, len(pixels), step)]
+            + [self._logits(pixels[i : i + step]) for i in range(0, len(pixels), step)]
         )
+        pre, card = self.card.preprocessing, self.card
+        upscale = None if sizes is None else upscale_log2(sizes[:, 0], sizes[:, 1], pre)
+        probs = calibrated(logits, card.temperature, upscale, card.upsample_calibration)
+        return probs.astype(np.float32)
 
     @torch.inference_mode()
-    def _forward(self, pixels: np.ndarray) -> np.ndarray:
+    def _logits(self, pixels: np.ndarray) -> np.ndarray:
         x = self.normalise(torch.from_numpy(np.ascontiguousarray(pixels)))
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
             logits = self.model(x).float()
-        return torch.sigmoid(logits / self.card.temperature).cpu().numpy().astype(np.float32)
+        return logits.cpu().numpy()
 
     def predict(self, images: Sequence[Image.Image]) -> np.ndarray:
         pre = self.card.preprocessing
-        pixels = np.stack([fit_image(img, pre) for img in images]) if images else np.zeros(0)
-        return self.predict_pixels(pixels)
+        if not images:
+            return np.zeros(0, np.float32)
+        pixels = np.stack([fit_image(img, pre) for img in images])
+        return self.predict_pixels(pixels, sizes=np.array([img.size for img in images]))
 
     def label(self, score: float) -> str:
         return label_for(score, self.card.threshold, self.card.review_band)

@@ -102,6 +102,51 @@ def fit_temperature(y_true, logits, grid: np.ndarray | None = None) -> float:
     return float(min(fine, key=nll))
 
 
+def calibrated(logits, temperature: float, upscale=None, coef=None) -> np.ndarray:
+    """Fake probabilities from raw logits: temperature scaling, and for images the scan enlarged
+    (``upscale``: log2 of the factor, ``preprocess.upscale_log2``) the upsample calibration
+    ``coef`` = (a, b): sigmoid(logit / T * max(0, 1 + a u) + b u). At u = 0 (images at or above
+    the input size) it is temperature scaling alone."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    if coef is not None and upscale is not None:
+        a, b = coef
+        u = np.asarray(upscale, dtype=np.float64)
+        z = z * np.maximum(0.0, 1.0 + a * u) + b * u
+    return sigmoid(z)
+
+
+def fit_upsample_calibration(y_true, logits, upscale, temperature: float) -> tuple[float, float]:
+    """The (a, b) of ``calibrated`` minimising the negative log-likelihood on enlarged images.
+
+    A model trained at its input size may score enlarged (small) images high whatever they are;
+    fitted on enlarged validation copies, (a, b) pull those scores towards what the model really
+    knows about them (towards 0.5 where it knows nothing). A grid refined around its best point,
+    like ``fit_temperature``. (0, 0) when no enlarged image of both classes is given.
+    """
+    y, z = _as_arrays(y_true, logits)
+    u = np.asarray(upscale, dtype=np.float64)
+    big = u > 0
+    if not big.any() or len(np.unique(y[big])) < 2:
+        return (0.0, 0.0)
+    y, z, u = y[big], z[big] / temperature, u[big]
+
+    def nll(a: float, b: np.ndarray) -> np.ndarray:  # for one a, every b at once
+        w = (z * np.maximum(0.0, 1.0 + a * u))[None, :] + b[:, None] * u[None, :]
+        return np.mean(np.logaddexp(0.0, w) - y[None, :] * w, axis=1)
+
+    def search(a_grid: np.ndarray, b_grid: np.ndarray) -> tuple[float, float]:
+        best = (np.inf, 0.0, 0.0)
+        for a in a_grid:
+            losses = nll(float(a), b_grid)
+            i = int(np.argmin(losses))
+            best = min(best, (float(losses[i]), float(a), float(b_grid[i])))
+        return best[1], best[2]
+
+    a, b = search(np.linspace(-1.0, 1.0, 81), np.linspace(-8.0, 8.0, 161))
+    a, b = search(np.linspace(a - 0.025, a + 0.025, 11), np.linspace(b - 0.1, b + 0.1, 21))
+    return round(a, 4), round(b, 4)
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
 

@@ -128,7 +128,8 @@ class Scorer:
         if ok.any():
             whole = ok & np.isnan(scores)  # images scored as a whole (no faces searched or found)
             if whole.any():
-                scores[whole] = self.detector.predict_pixels(pixels[whole], self.batch_size)
+                sizes = np.stack([batch["width"], batch["height"]], axis=1)[whole]
+                scores[whole] = self.detector.predict_pixels(pixels[whole], self.batch_size, sizes)
             labels[ok] = [label_for(float(s), self.threshold, self.band) for s in scores[ok]]
         batch["score"] = scores
         batch["label"] = labels

@@ -45,6 +45,16 @@ class Preprocessing:
         return cls(**d)
 
 
+def upscale_log2(width, height, pre: Preprocessing) -> np.ndarray:
+    """How far ``fit_image`` enlarges images of these sizes (arrays or numbers), as log2 of the
+    factor: 0 for images it does not enlarge, 1 for a doubling. Unknown sizes (<= 0) give 0."""
+    w, h = np.asarray(width, dtype=np.float64), np.asarray(height, dtype=np.float64)
+    known = (w > 0) & (h > 0)
+    w, h = np.where(known, w, pre.input_size), np.where(known, h, pre.input_size)
+    # Both modes enlarge by input_size / shorter side (squash stretches the longer side less).
+    return np.maximum(0.0, np.log2(pre.input_size / np.minimum(w, h)))
+
+
 def fit_image(img: Image.Image, pre: Preprocessing) -> np.ndarray:
     """Resize an RGB image to the model's input; returns uint8 HxWx3."""
     size = pre.input_size

@@ -153,3 +153,31 @@ def test_cpu_forwards_in_small_chunks_give_the_batch_result():
     whole = detector.predict_pixels(pixels, batch_size=64)
     assert chunked.shape == (10,)
     np.testing.assert_allclose(chunked, whole, rtol=1e-4, atol=1e-5)
+
+
+def test_models_calibrate_fits_small_image_calibration_and_keeps_the_weights(tmp_path, tiny_model):
+    """``models calibrate`` writes the model with an upsample calibration fitted on the
+    validation split of the labelled images given; the weights and the source model are kept."""
+    from deepfake_scan.cli import main
+    from tests.fixtures import image_bytes
+
+    for label in ("real", "fake"):
+        (tmp_path / label).mkdir()
+        for i in range(60):  # about 6 of each land in the validation split (10 %)
+            seed = i if label == "real" else 1000 + i
+            data = image_bytes("JPEG", (96, 96), seed=seed)
+            (tmp_path / label / f"{i}.jpg").write_bytes(data)
+    out = tmp_path / "calibrated"
+    args = ["models", "calibrate", tiny_model, "--out", str(out), "--version", "0.0.2"]
+    code = main([*args, "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake")])
+    assert code == 0
+    before, after = read_card(tiny_model), read_card(str(out))
+    assert before.upsample_calibration is None  # the source model is not touched
+    assert len(after.upsample_calibration) == 2 and after.version == "0.0.2"
+    assert after.weights_sha256 == before.weights_sha256
+    assert after.metrics["calibration"]["upsample_calibration"] == list(after.upsample_calibration)
+    load_detector(str(out))  # loads and scores like any model
+
+    (tmp_path / "empty").mkdir()
+    empty = ["--real", str(tmp_path / "real"), "--fake", str(tmp_path / "empty")]
+    assert main([*args, *empty]) == 2  # one class only: a clear error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import duckdb
 import numpy as np
@@ -107,3 +108,36 @@ def test_scan_scores_match_the_python_api(tmp_path, tiny_model):
     detector = deepfake_scan.load_detector(tiny_model)
     expected = detector.predict([Image.open(io.BytesIO(d)) for d in images])
     np.testing.assert_allclose(table.column("score").to_numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_small_images_are_scored_with_the_models_upsample_calibration(tmp_path, tiny_model):
+    """Images smaller than the model's input get the card's upsample calibration, the same in a
+    scan and in ``Detector.predict``; images the fit does not enlarge are scored as before."""
+    import shutil
+
+    from deepfake_scan.models.artifact import CARD
+
+    calibrated_model = tmp_path / "calibrated"
+    shutil.copytree(tiny_model, calibrated_model)
+    card = json.loads((calibrated_model / CARD).read_text())
+    card["upsample_calibration"] = [-0.5, -2.0]
+    (calibrated_model / CARD).write_text(json.dumps(card))
+    src = tmp_path / "src"
+    src.mkdir()
+    images = {"small.png": image_bytes("PNG", (32, 24), seed=1)}  # enlarged 64/24 = 2.7x
+    images["large.png"] = image_bytes("PNG", (128, 96), seed=2)  # reduced: no calibration
+    for name, data in images.items():
+        (src / name).write_bytes(data)
+    deepfake_scan.scan(str(src), str(tmp_path / "v"), model=str(calibrated_model))
+    table = deepfake_scan.read_verdicts(str(tmp_path / "v")).to_pydict()
+    scores = dict(zip(table["uri"], table["score"], strict=True))
+    pil = {name: Image.open(io.BytesIO(data)) for name, data in images.items()}
+    with_cal = deepfake_scan.load_detector(str(calibrated_model))
+    without = deepfake_scan.load_detector(tiny_model)
+    for name, img in pil.items():
+        score = scores[str(src / name)]
+        assert score == pytest.approx(float(with_cal.predict([img])[0]), abs=1e-5)
+        if name == "large.png":
+            assert score == pytest.approx(float(without.predict([img])[0]), abs=1e-5)
+        else:
+            assert abs(score - float(without.predict([img])[0])) > 0.01

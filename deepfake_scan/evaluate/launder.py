@@ -106,8 +106,9 @@ def launder_record(
     pre: Preprocessing,
     views: Sequence[str],
     max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> tuple[Decoded, np.ndarray | None]:
-    """Decode one record and fit every view at the model's input: (decoded, uint8 V x H x W x 3).
+) -> tuple[Decoded, np.ndarray | None, np.ndarray | None]:
+    """Decode one record and fit every view at the model's input: (decoded, uint8 V x H x W x 3,
+    each view's (width, height) before the fit, V x 2).
 
     The clean view is the scan's own ``decode`` (JPEG draft decoding included), so it scores
     exactly what a scan would. The laundered views start from a full-size decode, because that
@@ -115,15 +116,17 @@ def launder_record(
     """
     d = decode(data, pre, max_pixels)
     if d.error is not None or d.pixels is None:
-        return d, None
+        return d, None, None
     out = np.zeros((len(views), pre.input_size, pre.input_size, 3), dtype=np.uint8)
-    out[0] = d.pixels
+    sizes = np.zeros((len(views), 2), dtype=np.int32)
+    out[0], sizes[0] = d.pixels, (d.width, d.height)
     if len(views) > 1:
         try:
             img, _, _ = open_image(data, max_pixels=max_pixels)
             for i, view in enumerate(views[1:], start=1):
-                out[i] = fit_image(launder(img, view, seed_of(d.sha256 or "")), pre)
+                laundered = launder(img, view, seed_of(d.sha256 or ""))
+                out[i], sizes[i] = fit_image(laundered, pre), laundered.size
         except Exception as e:  # a codec failing on one view must not lose the record silently
             d.error = f"launder_error: {type(e).__name__}: {str(e)[:200]}"
-            return d, None
-    return d, out
+            return d, None, None
+    return d, out, sizes

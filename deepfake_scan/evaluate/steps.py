@@ -37,6 +37,7 @@ def _empty(n: int, views: int, size: int) -> dict[str, np.ndarray]:
         "error": np.full(n, "", dtype=object),
         "attack": np.zeros(n, dtype=bool),
         "pixels": np.zeros((n, views, size, size, 3), dtype=np.uint8),
+        "sizes": np.zeros((n, views, 2), dtype=np.int32),  # (width, height) before the fit
     }
 
 
@@ -65,10 +66,10 @@ def read_views(
             if rec.error is not None:
                 out["error"][n] = rec.error
             else:
-                decoded, pixels = launder_record(rec.data, pre, views, max_pixels)
+                decoded, pixels, sizes = launder_record(rec.data, pre, views, max_pixels)
                 out["sha256"][n], out["error"][n] = decoded.sha256 or "", decoded.error or ""
                 if pixels is not None:
-                    out["pixels"][n] = pixels
+                    out["pixels"][n], out["sizes"][n] = pixels, sizes
                     out["attack"][n] = picked_for_attack(decoded.sha256 or "", label, attack_share)
             n += 1
             if n == rows_per_batch:
@@ -93,13 +94,14 @@ class EvalScorer(Scorer):
         self.attacks, self.epsilons, self.pgd_steps = tuple(attacks), tuple(epsilons), pgd_steps
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        pixels = batch.pop("pixels")
+        pixels, sizes = batch.pop("pixels"), batch.pop("sizes")
         n, v = pixels.shape[:2]
         ok = np.array([not e for e in batch["error"]], dtype=bool)
         scores = np.full((n, v), np.nan, dtype=np.float32)
         if ok.any():
             flat = pixels[ok].reshape(-1, *pixels.shape[2:])
-            scores[ok] = self.detector.predict_pixels(flat).reshape(-1, v)
+            flat_sizes = sizes[ok].reshape(-1, 2)
+            scores[ok] = self.detector.predict_pixels(flat, sizes=flat_sizes).reshape(-1, v)
         adv = np.full((n, len(self.attacks) * len(self.epsilons)), np.nan, dtype=np.float32)
         picked = ok & batch["attack"].astype(bool)
         if picked.any() and adv.shape[1]:

@@ -37,6 +37,8 @@ class ModelCard:
     # Scores inside [low, high) are labelled "uncertain" for human review.
     review_band: tuple[float, float] = (0.5, 0.5)
     temperature: float = 1.0
+    # (a, b) for images the scan enlarges to the input size (metrics.calibrated); None: none.
+    upsample_calibration: tuple[float, float] | None = None
     # Set when trained on face crops: the FaceGeometry (deepfake_scan.faces) its crops came from.
     faces: dict | None = None
     metrics: dict = field(default_factory=dict)
@@ -66,6 +68,8 @@ class ModelCard:
         d["preprocessing"] = Preprocessing.from_dict(d.get("preprocessing", {}))
         d["review_band"] = tuple(d.get("review_band", (0.5, 0.5)))
         d["classes"] = tuple(d.get("classes", ("real", "fake")))
+        if d.get("upsample_calibration") is not None:
+            d["upsample_calibration"] = tuple(float(v) for v in d["upsample_calibration"])
         if d.get("faces"):
             FaceGeometry.from_dict(d["faces"])  # a bad crop geometry fails here, not in a scan
         card = cls(**d)

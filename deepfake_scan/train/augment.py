@@ -79,7 +79,8 @@ def eval_view(img: Image.Image, view: str, quality: int = 90) -> Image.Image:
     """Deterministic evaluation views, identical for both classes.
 
     ``as_is``: the file as it is. ``reencoded``: JPEG at ``quality``. ``jpeg50``: JPEG at 50.
-    ``down0.5``: halved (antialiased) and then re-encoded at ``quality``.
+    ``down<f>`` (``down0.5``, ``down0.25``, ...): shrunk by f (antialiased), then re-encoded at
+    ``quality``.
     """
     if view == "as_is":
         return img
@@ -87,8 +88,13 @@ def eval_view(img: Image.Image, view: str, quality: int = 90) -> Image.Image:
         return jpeg(img, quality)
     if view == "jpeg50":
         return jpeg(img, 50)
-    if view == "down0.5":
-        return jpeg(rescale(img, 0.5), quality)
+    if view.startswith("down"):
+        try:
+            factor = float(view[4:])
+        except ValueError:
+            factor = 0.0
+        if 0 < factor < 1:
+            return jpeg(rescale(img, factor), quality)
     raise ValueError(f"unknown evaluation view {view!r}")
 
 

@@ -1,9 +1,11 @@
 """Final evaluation: calibrate on validation, then measure the test split under several views.
 
-Temperature, decision threshold and review band are chosen on the validation split only. Test
-metrics are reported on the files as they are, after re-encoding every image identically (the
-honest number for data whose classes differ in JPEG quality), and under laundering (JPEG q50,
-halved size), with the AUC drop each causes.
+Temperature, decision threshold and review band are chosen on the validation split only, and so
+is the upsample calibration: for images the scan enlarges to the input size (shrunk copies of the
+validation images), whose raw scores a model trained at its input size does not know how to
+read. Test metrics are reported on the files as they are, after re-encoding every image
+identically (the honest number for data whose classes differ in JPEG quality), and under
+laundering (JPEG q50, halved size), with the AUC drop each causes.
 """
 
 from __future__ import annotations
@@ -16,16 +18,20 @@ import torch
 from deepfake_scan.detector import Detector
 from deepfake_scan.metrics import (
     binary_metrics,
+    calibrated,
     choose_review_band,
     choose_threshold,
     fit_temperature,
+    fit_upsample_calibration,
     sigmoid,
 )
-from deepfake_scan.preprocess import fit_image
+from deepfake_scan.preprocess import fit_image, upscale_log2
 from deepfake_scan.train.augment import EVAL_VIEWS, eval_view
 from deepfake_scan.train.data import iter_eval_images
 
 VAL_VIEWS = ("as_is", "reencoded")
+# Shrunk validation copies the upsample calibration is fitted on (each then fitted back up).
+UPSAMPLE_VIEWS = ("down0.8", "down0.65", "down0.5", "down0.25")
 
 
 @torch.inference_mode()
@@ -36,12 +42,14 @@ def view_logits(
     quality: int,
     batch: int = 32,
     keep: int = 64,
-) -> tuple[dict[str, np.ndarray], np.ndarray, list]:
-    """Raw logits of every image under every view, the labels, and the as-is pixels of the first
-    ``keep`` images of each class (for the captioned grid). Streams in batches of ``batch``."""
+) -> tuple[dict[str, np.ndarray], np.ndarray, list, dict[str, np.ndarray]]:
+    """Raw logits of every image under every view, the labels, the as-is pixels of the first
+    ``keep`` images of each class (for the captioned grid), and how far the fit enlarged each
+    view of each image (``upscale_log2``). Streams in batches of ``batch``."""
     pre = detector.card.preprocessing
     pending: dict[str, list] = {v: [] for v in views}
     logits: dict[str, list] = {v: [] for v in views}
+    sizes: dict[str, list] = {v: [] for v in views}
     labels: list[int] = []
     kept: list = []
     seen: dict[int, int] = {}
@@ -55,7 +63,9 @@ def view_logits(
 
     for img, label in images:
         for v in views:
-            pending[v].append(fit_image(eval_view(img, v, quality), pre))
+            viewed = eval_view(img, v, quality)
+            pending[v].append(fit_image(viewed, pre))
+            sizes[v].append(viewed.size)
         seen[label] = seen.get(label, 0) + 1
         if seen[label] <= keep:
             kept.append((len(labels), pending["as_is"][-1] if "as_is" in views else None))
@@ -64,7 +74,8 @@ def view_logits(
             flush()
     flush()
     out = {v: np.concatenate(logits[v]) if logits[v] else np.zeros(0) for v in views}
-    return out, np.asarray(labels), kept
+    upscale = {v: upscale_log2(*np.array(sizes[v]).reshape(-1, 2).T, pre) for v in views}
+    return out, np.asarray(labels), kept, upscale
 
 
 def calibrate(y: np.ndarray, logits: np.ndarray, max_error: float, max_share: float) -> dict:
@@ -79,34 +90,47 @@ def calibrate(y: np.ndarray, logits: np.ndarray, max_error: float, max_share: fl
 def evaluate(detector: Detector, val_rows: list[dict], test_rows: list[dict], cfg) -> dict:
     """Calibrate on val (as-is and re-encoded pooled: archives hold both kinds), measure test."""
     draft = detector.card.preprocessing.input_size
-    val_logits, y_val, _ = view_logits(
+    val_logits, y_val, _, val_upscale = view_logits(
         detector,
         iter_eval_images(val_rows, draft, cfg.face_geometry()),
-        VAL_VIEWS,
+        VAL_VIEWS + UPSAMPLE_VIEWS,
         cfg.eval_quality,
     )
     pooled = np.concatenate([val_logits[v] for v in VAL_VIEWS])
     y_pooled = np.tile(y_val, len(VAL_VIEWS))
     cal = calibrate(y_pooled, pooled, cfg.review_max_error, cfg.review_max_share)
     t, thr = cal["temperature"], cal["threshold"]
+    coef = fit_upsample_calibration(
+        np.tile(y_val, len(UPSAMPLE_VIEWS)),
+        np.concatenate([val_logits[v] for v in UPSAMPLE_VIEWS]),
+        np.concatenate([val_upscale[v] for v in UPSAMPLE_VIEWS]),
+        t,
+    )
+    cal["upsample_calibration"] = coef
 
-    def scored(logits: dict[str, np.ndarray], y: np.ndarray) -> dict:
-        return {v: binary_metrics(y, sigmoid(z / t), thr) for v, z in logits.items()}
+    def probs(logits: dict[str, np.ndarray], upscale: dict[str, np.ndarray]) -> dict:
+        return {v: calibrated(z, t, upscale[v], coef) for v, z in logits.items()}
 
-    metrics = {"val": scored(val_logits, y_val)}
-    test_logits, y_test, test_pixels = view_logits(
+    def scored(logits: dict[str, np.ndarray], upscale: dict[str, np.ndarray], y) -> dict:
+        return {v: binary_metrics(y, p, thr) for v, p in probs(logits, upscale).items()}
+
+    val_logits = {v: val_logits[v] for v in VAL_VIEWS}
+    metrics = {"val": scored(val_logits, val_upscale, y_val)}
+    test_logits, y_test, test_pixels, test_upscale = view_logits(
         detector,
         iter_eval_images(test_rows, draft, cfg.face_geometry()),
         EVAL_VIEWS,
         cfg.eval_quality,
     )
     if len(y_test):
-        test = scored(test_logits, y_test)
+        test = scored(test_logits, test_upscale, y_test)
         base = test["reencoded"]["auc"]
         test["auc_drop"] = {v: base - test[v]["auc"] for v in ("jpeg50", "down0.5")}
         metrics["test"] = test
     metrics["calibration"] = {
         "temperature": t,
+        "upsample_calibration": list(coef),
+        "upsample_fitted_on": f"val, {', '.join(UPSAMPLE_VIEWS)} fitted back up",
         "fitted_on": "val, as-is and re-encoded pooled",
         "val_ece_before": binary_metrics(np.tile(y_val, 2), sigmoid(pooled))["ece"],
         "val_ece_after": binary_metrics(np.tile(y_val, 2), sigmoid(pooled / t))["ece"],
@@ -114,7 +138,59 @@ def evaluate(detector: Detector, val_rows: list[dict], test_rows: list[dict], cf
     metrics["eval_quality"] = cfg.eval_quality
     extras = {
         "y_test": y_test,
-        "test_probs": {v: sigmoid(z / t) for v, z in test_logits.items()},
+        "test_probs": probs(test_logits, test_upscale),
         "test_pixels": test_pixels,
     }
     return {**cal, "metrics": metrics, "extras": extras}
+
+
+def labelled_split(
+    real: list[str], fake: list[str], split: str, draft: int, faces=None, fractions=(0.1, 0.1)
+) -> Iterable[tuple[object, int]]:
+    """(PIL image, label) for the records of ``real`` and ``fake`` sources that fall in the
+    training job's ``split`` (``data.split_of``: sha256 of the bytes, val and test fractions);
+    unreadable records are skipped."""
+    import hashlib
+
+    from deepfake_scan.sources import iter_records, list_inputs
+    from deepfake_scan.train.data import decode_rgb, split_of
+
+    for label, sources in ((0, real), (1, fake)):
+        for source in sources:
+            for inp in list_inputs(source):
+                for rec in iter_records(inp):
+                    if rec.data is None:
+                        continue
+                    if split_of(hashlib.sha256(rec.data).hexdigest(), *fractions) != split:
+                        continue
+                    img = decode_rgb(rec.data, draft=draft, faces=faces)
+                    if img is not None:
+                        yield img, label
+
+
+def recalibrate_upsampling(
+    model: str | None, real: list[str], fake: list[str], out: str, version: str | None = None
+):
+    """Fit ``model``'s upsample calibration on the validation split of labelled images (the
+    training job's split and views) and write the model with it to ``out``; weights, temperature,
+    threshold and review band stay as they are. Returns the new card."""
+    from deepfake_scan.models.artifact import load_model, save_model
+
+    net, card = load_model(model)
+    detector = Detector(net, card, device="cpu", precision="fp32")
+    images = labelled_split(real, fake, "val", card.preprocessing.input_size, card.face_geometry)
+    logits, y, _, upscale = view_logits(detector, images, UPSAMPLE_VIEWS, quality=90)
+    if len(np.unique(y)) < 2:
+        raise ValueError("the validation split of --real and --fake needs images of both classes")
+    card.upsample_calibration = fit_upsample_calibration(
+        np.tile(y, len(UPSAMPLE_VIEWS)),
+        np.concatenate([logits[v] for v in UPSAMPLE_VIEWS]),
+        np.concatenate([upscale[v] for v in UPSAMPLE_VIEWS]),
+        card.temperature,
+    )
+    card.metrics.setdefault("calibration", {}).update(
+        upsample_calibration=list(card.upsample_calibration),
+        upsample_fitted_on=f"val of {len(y)} images, {', '.join(UPSAMPLE_VIEWS)} fitted back up",
+    )
+    card.version = version or card.version
+    return save_model(net, out, card)

@@ -98,6 +98,7 @@ def run_training(cfg: TrainConfig) -> dict:
     ev = evaluate(detector, val_rows, test_rows, cfg)
     card.threshold, card.review_band = ev["threshold"], tuple(ev["review_band"])
     card.temperature = ev["temperature"]
+    card.upsample_calibration = tuple(ev["upsample_calibration"])
     card.metrics = ev["metrics"]
     card.training = _training_summary(cfg, summary, history, train_s)
     card.command = cfg.command

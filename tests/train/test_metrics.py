@@ -9,13 +9,16 @@ from sklearn.metrics import (
 
 from deepfake_scan.metrics import (
     binary_metrics,
+    calibrated,
     choose_review_band,
     choose_threshold,
     eer,
     expected_calibration_error,
     fit_temperature,
+    fit_upsample_calibration,
     sigmoid,
 )
+from deepfake_scan.preprocess import Preprocessing, upscale_log2
 
 
 @pytest.fixture
@@ -102,3 +105,28 @@ def test_perfect_scores_need_no_review_band():
     s = np.array([0.1, 0.2, 0.8, 0.9])
     thr = choose_threshold(y, s)
     assert choose_review_band(y, s, thr) == (thr, thr)
+
+
+def test_upscale_is_log2_of_how_far_the_fit_enlarges():
+    pre = Preprocessing(input_size=250)
+    got = upscale_log2([250, 1000, 125, 300, 62.5, -1], [250, 800, 300, 125, 62.5, -1], pre)
+    np.testing.assert_allclose(got, [0, 0, 1, 1, 2, 0])  # unknown sizes (-1) count as fitting
+    assert upscale_log2(100, 400, Preprocessing(input_size=50, resize="squash")) == 0
+
+
+def test_upsample_calibration_pulls_small_images_to_what_the_model_knows():
+    """Scores of enlarged images that are biased high and carry no signal end up near the base
+    rate; images that were not enlarged keep plain temperature scaling."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    y = rng.integers(0, 2, n)
+    u = np.repeat([1.0, 2.0], n // 2)
+    # Halved: some signal, biased towards fake; quartered: none, strongly biased towards fake.
+    logits = np.where(u == 1, 2.0 + 1.5 * (2 * y - 1), 4.0) + rng.normal(0, 1, n)
+    a, b = fit_upsample_calibration(y, logits, u, temperature=2.0)
+    p = calibrated(logits, 2.0, u, (a, b))
+    assert abs(p[u == 2].mean() - y[u == 2].mean()) < 0.05  # no signal: the base rate
+    assert p[(u == 1) & (y == 1)].mean() > p[(u == 1) & (y == 0)].mean() + 0.2  # signal kept
+    assert expected_calibration_error(y, p) < expected_calibration_error(y, sigmoid(logits / 2))
+    np.testing.assert_allclose(calibrated(logits, 2.0, np.zeros(n), (a, b)), sigmoid(logits / 2))
+    assert fit_upsample_calibration(y, logits, np.zeros(n), 2.0) == (0.0, 0.0)  # none enlarged

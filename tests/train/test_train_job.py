@@ -48,6 +48,9 @@ def test_two_workers_with_gan_sbi_and_adversarial_make_a_model_the_scan_loads(
     assert card.architecture == "small_cnn" and card.preprocessing.input_size == 32
     lo, hi = card.review_band
     assert 0 <= lo <= card.threshold <= hi <= 1 and card.temperature > 0
+    # Fitted on shrunk validation copies, for images the scan enlarges to the input size.
+    assert len(card.upsample_calibration) == 2
+    assert card.metrics["calibration"]["upsample_calibration"] == list(card.upsample_calibration)
     assert {"as_is", "reencoded", "jpeg50", "down0.5", "auc_drop"} <= set(card.metrics["test"])
     assert card.command.startswith("deepfake-scan train --real ") and "--gan" in card.command
     assert "--adversarial" in card.command
