@@ -222,6 +222,7 @@ def model_card_markdown(card) -> str:
         f"Threshold {card.threshold:.4f} on calibrated probability (temperature "
         f"{card.temperature:.3f}, fitted on validation); review band [{card.review_band[0]:.4f}, "
         f"{card.review_band[1]:.4f}) is labelled `uncertain`.",
+        *_upsample_line(card),
         "",
         "## Metrics",
         "",
@@ -272,6 +273,19 @@ _LIMITS = (
     "it. The 're-encoded' rows are the honest in-domain numbers when the classes of a data set "
     "differ in JPEG quality, as they do in the shared training data."
 )
+
+
+def _upsample_line(card) -> list[str]:
+    if not card.upsample_calibration:
+        return []
+    a, b = card.upsample_calibration
+    return [
+        "",
+        f"Images the scan enlarges to the input size by 2^u are scored sigmoid(logit / T * "
+        f"max(0, 1 + a u) + b u) with (a, b) = ({a:.3f}, {b:.3f}), fitted on shrunk validation "
+        "copies: where the model cannot tell small images apart, their scores move into the "
+        "review band.",
+    ]
 
 
 def write_model_card(out: str, card) -> None:

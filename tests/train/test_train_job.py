@@ -51,6 +51,7 @@ def test_two_workers_with_gan_sbi_and_adversarial_make_a_model_the_scan_loads(
     # Fitted on shrunk validation copies, for images the scan enlarges to the input size.
     assert len(card.upsample_calibration) == 2
     assert card.metrics["calibration"]["upsample_calibration"] == list(card.upsample_calibration)
+    assert "fitted on shrunk validation copies" in (out / "MODEL_CARD.md").read_text()
     assert {"as_is", "reencoded", "jpeg50", "down0.5", "auc_drop"} <= set(card.metrics["test"])
     assert card.command.startswith("deepfake-scan train --real ") and "--gan" in card.command
     assert "--adversarial" in card.command
