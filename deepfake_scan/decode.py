@@ -36,6 +36,7 @@ class Decoded:
     error: str | None = None
     faces: list[Face] | None = None  # with a face geometry: the faces found, largest first
     face_pixels: np.ndarray | None = None  # uint8 KxHxWx3: each face's crop at the input size
+    face_sides: list[int] | None = None  # each crop's side in decoded pixels, before the fit
 
 
 def open_image(
@@ -138,7 +139,9 @@ def decode(
         out = Decoded(sha256=sha, width=w, height=h, format=fmt, pixels=fit_image(img, pre))
         if faces is not None:
             found = find_faces(img, faces)
-            crops = [fit_image(crop_face(img, f, faces), pre) for f in found]
+            cropped = [crop_face(img, f, faces) for f in found]
+            crops = [fit_image(c, pre) for c in cropped]
+            out.face_sides = [c.width for c in cropped]  # square crops
             # Boxes in the original image's pixels (the decode may have been reduced).
             sx, sy = w / img.width, h / img.height
             out.faces = [

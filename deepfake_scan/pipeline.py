@@ -24,8 +24,13 @@ def _empty(n: int, size: int, faces: bool) -> dict[str, np.ndarray]:
     def text() -> np.ndarray:
         return np.full(n, "", dtype=object)
 
-    # With faces: each row's face crops as raw bytes (K x size x size x 3), boxes as JSON.
-    extra = {"face_pixels": np.full(n, b"", dtype=object), "face_boxes": text()} if faces else {}
+    # With faces: each row's face crops as raw bytes (K x size x size x 3), boxes and the crops'
+    # sides before the fit (for the model's upsample calibration) as JSON.
+    extra = (
+        {"face_pixels": np.full(n, b"", dtype=object), "face_boxes": text(), "face_sides": text()}
+        if faces
+        else {}
+    )
     return extra | {
         "uri": text(),
         "source_etag": text(),
@@ -78,6 +83,7 @@ def read_decode(
                 if d.faces is not None:
                     out["face_pixels"][n] = d.face_pixels.tobytes()
                     out["face_boxes"][n] = json.dumps([list(f.__dict__.values()) for f in d.faces])
+                    out["face_sides"][n] = json.dumps(d.face_sides)
             n += 1
             if n == rows_per_batch:
                 yield out
@@ -152,7 +158,9 @@ class Scorer:
         blobs, boxes = batch.pop("face_pixels"), batch.pop("face_boxes")
         crops = [np.frombuffer(b or b"", np.uint8).reshape(-1, size, size, 3) for b in blobs]
         counts = np.array([len(c) for c in crops])
-        face_scores = self.detector.predict_pixels(np.concatenate(crops), self.batch_size)
+        sides = np.array([s for j in batch.pop("face_sides") for s in json.loads(j or "[]")])
+        sizes = np.repeat(sides.reshape(-1, 1), 2, axis=1)  # square crops: (side, side)
+        face_scores = self.detector.predict_pixels(np.concatenate(crops), self.batch_size, sizes)
         out, at = np.full(len(blobs), "", dtype=object), 0
         for i, (box_json, k) in enumerate(zip(boxes, counts, strict=True)):
             mine, at = face_scores[at : at + k], at + k

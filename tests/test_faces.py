@@ -267,3 +267,35 @@ def _png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
+
+
+def test_small_face_crops_get_the_models_upsample_calibration(tmp_path, tiny_model):
+    """A face crop the fit enlarges is scored with the card's upsample calibration, exactly as
+    ``Detector.predict`` scores that crop."""
+    import json
+    import shutil
+
+    from deepfake_scan.detector import load_detector
+
+    models = {}
+    for name, coef in (("plain", None), ("calibrated", [-0.5, -2.0])):
+        models[name] = tmp_path / name  # the tiny model at 256 px input (it pools globally)
+        shutil.copytree(tiny_model, models[name])
+        card = json.loads((models[name] / "model.json").read_text())
+        card["preprocessing"]["input_size"] = 256
+        card["upsample_calibration"] = coef
+        (models[name] / "model.json").write_text(json.dumps(card))
+    blob = jpeg(with_faces(400, 400, [(100, 100, 120)]))  # crop side < 256: enlarged
+    scores = {}
+    for name, model in models.items():
+        (tmp_path / name / "src").mkdir()
+        got = _score(tmp_path / name / "src", str(model), {"one.jpg": blob}, GEOMETRY)
+        (face,) = json.loads(got["one.jpg"][2])
+        scores[name] = face["score"]
+        img = Image.open(io.BytesIO(blob)).convert("RGB")
+        box = Face(*(face[k] for k in ("x", "y", "w", "h")), 0.0)
+        crop = crop_face(img, box, GEOMETRY)
+        assert crop.width < 256
+        expected = load_detector(str(model)).predict([crop])[0]
+        assert face["score"] == pytest.approx(float(expected), abs=0.005)
+    assert abs(scores["calibrated"] - scores["plain"]) > 0.05
