@@ -60,8 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"| view | AUC fp32 | AUC {args.other} | max diff | mean diff | labels changed |")
     print("|---|---|---|---|---|---|")
     for view, change in VIEWS.items():
-        pixels = np.stack([decode(change(b), pre).pixels for b in real + fake])
-        a, b = full.predict_pixels(pixels, 64), other.predict_pixels(pixels, 64)
+        decoded = [decode(change(b), pre) for b in real + fake]
+        pixels = np.stack([d.pixels for d in decoded])
+        sizes = np.array([(d.width, d.height) for d in decoded])  # as the scan scores them
+        a, b = full.predict_pixels(pixels, 64, sizes), other.predict_pixels(pixels, 64, sizes)
         labels = [(full.label(float(p)), full.label(float(q))) for p, q in zip(a, b, strict=True)]
         changed = sum(p != q for p, q in labels)
         diff = np.abs(a - b)

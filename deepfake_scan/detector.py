@@ -47,7 +47,7 @@ class Detector:
     uint8 NHWC arrays the scan's decode step produces (already at the model's input size).
 
     ``precision`` (see ``PRECISIONS``): bf16 on this project's 2-core AMX machine ran the default
-    model 3.1x faster than fp32, test AUC within 0.0002, probabilities within 0.019
+    model 2.9-3.1x faster than fp32, test AUC within 0.0002, probabilities within 0.019
     (``benchmarks/precision.py``).
 
     On CPU a forward takes at most ``CPU_FORWARD`` images, whatever the batch: activations of a
