@@ -100,13 +100,7 @@ def evaluate(detector: Detector, val_rows: list[dict], test_rows: list[dict], cf
     y_pooled = np.tile(y_val, len(VAL_VIEWS))
     cal = calibrate(y_pooled, pooled, cfg.review_max_error, cfg.review_max_share)
     t, thr = cal["temperature"], cal["threshold"]
-    coef = fit_upsample_calibration(
-        np.tile(y_val, len(UPSAMPLE_VIEWS)),
-        np.concatenate([val_logits[v] for v in UPSAMPLE_VIEWS]),
-        np.concatenate([val_upscale[v] for v in UPSAMPLE_VIEWS]),
-        t,
-    )
-    cal["upsample_calibration"] = coef
+    coef = cal["upsample_calibration"] = _fit_upsampling(val_logits, val_upscale, y_val, t)
 
     def probs(logits: dict[str, np.ndarray], upscale: dict[str, np.ndarray]) -> dict:
         return {v: calibrated(z, t, upscale[v], coef) for v, z in logits.items()}
@@ -144,6 +138,16 @@ def evaluate(detector: Detector, val_rows: list[dict], test_rows: list[dict], cf
     return {**cal, "metrics": metrics, "extras": extras}
 
 
+def _fit_upsampling(logits: dict, upscale: dict, y: np.ndarray, temperature: float):
+    """``fit_upsample_calibration`` on the ``UPSAMPLE_VIEWS`` of ``view_logits``, pooled."""
+    return fit_upsample_calibration(
+        np.tile(y, len(UPSAMPLE_VIEWS)),
+        np.concatenate([logits[v] for v in UPSAMPLE_VIEWS]),
+        np.concatenate([upscale[v] for v in UPSAMPLE_VIEWS]),
+        temperature,
+    )
+
+
 def labelled_split(
     real: list[str], fake: list[str], split: str, draft: int, faces=None, fractions=(0.1, 0.1)
 ) -> Iterable[tuple[object, int]]:
@@ -178,16 +182,15 @@ def recalibrate_upsampling(
 
     net, card = load_model(model)
     detector = Detector(net, card, device="cpu", precision="fp32")
-    images = labelled_split(real, fake, "val", card.preprocessing.input_size, card.face_geometry)
-    logits, y, _, upscale = view_logits(detector, images, UPSAMPLE_VIEWS, quality=90)
+    trained = card.training.get("config", {})  # the split the model was trained with
+    fractions = (trained.get("val_fraction", 0.1), trained.get("test_fraction", 0.1))
+    size, faces = card.preprocessing.input_size, card.face_geometry
+    images = labelled_split(real, fake, "val", size, faces, fractions)
+    quality = card.metrics.get("eval_quality", 90)
+    logits, y, _, upscale = view_logits(detector, images, UPSAMPLE_VIEWS, quality)
     if len(np.unique(y)) < 2:
         raise ValueError("the validation split of --real and --fake needs images of both classes")
-    card.upsample_calibration = fit_upsample_calibration(
-        np.tile(y, len(UPSAMPLE_VIEWS)),
-        np.concatenate([logits[v] for v in UPSAMPLE_VIEWS]),
-        np.concatenate([upscale[v] for v in UPSAMPLE_VIEWS]),
-        card.temperature,
-    )
+    card.upsample_calibration = _fit_upsampling(logits, upscale, y, card.temperature)
     card.metrics.setdefault("calibration", {}).update(
         upsample_calibration=list(card.upsample_calibration),
         upsample_fitted_on=f"val of {len(y)} images, {', '.join(UPSAMPLE_VIEWS)} fitted back up",
