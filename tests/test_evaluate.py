@@ -245,6 +245,13 @@ def test_attack_detector_scores_every_attack_and_budget(toy_model):
     clean = detector.predict_pixels(fakes)
     assert (out.mean(axis=0) < clean.mean()).all()
     assert out[:, 3].mean() <= out[:, 1].mean() + 1e-6  # PGD at 4/255 at least as strong as FGSM
+    # Scores are calibrated as the scan's: with the card's calibration for enlarged images too.
+    card.upsample_calibration = (-0.5, -2.0)
+    exact = Detector(toy_model, card, device="cpu", precision="fp32")  # as the attacks compute
+    sizes = np.full((len(fakes), 2), 16)  # enlarged 2x to the 32 px input
+    unmoved = attack_detector(exact, fakes, ("fgsm",), (1e-9,), sizes=sizes)[:, 0]
+    np.testing.assert_allclose(unmoved, exact.predict_pixels(fakes, sizes=sizes), atol=1e-4)
+    assert np.abs(unmoved - exact.predict_pixels(fakes)).max() > 0.01
 
 
 # --- end to end ----------------------------------------------------------------------------------

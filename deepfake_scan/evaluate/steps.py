@@ -107,7 +107,12 @@ class EvalScorer(Scorer):
         if picked.any() and adv.shape[1]:
             # The attacks start from the clean view (index 0): the image as the scan sees it.
             adv[picked] = attack_detector(
-                self.detector, pixels[picked, 0], self.attacks, self.epsilons, self.pgd_steps
+                self.detector,
+                pixels[picked, 0],
+                self.attacks,
+                self.epsilons,
+                self.pgd_steps,
+                sizes=sizes[picked, 0],
             )
         batch["scores"], batch["adv"] = scores, adv
         return batch
