@@ -143,9 +143,9 @@ def nightly(
     rescan_on_model_change: RescanOnModelChange = False,
     manifest: Manifest = None,
     s3_endpoint: S3Endpoint = None,
-    html: Annotated[str | None, typer.Option(help="[default: OUT/report.html if local]")] = None,
+    html: Annotated[str | None, typer.Option(help="(default: OUT/report.html if local)")] = None,
     json_path: Annotated[
-        str | None, typer.Option("--json", help="[default: OUT/summary.json]")
+        str | None, typer.Option("--json", help="(default: OUT/summary.json)")
     ] = None,
     fail_above: FailAbove = None,
     faces: Faces = False,
@@ -245,7 +245,7 @@ def models_calibrate(
     real: Real,
     fake: Fake,
     out: Annotated[str, typer.Option(help="Model directory or URI to write (may be MODEL).")],
-    version: Annotated[str | None, typer.Option(help="New version [default: unchanged]")] = None,
+    version: Annotated[str | None, typer.Option(help="New version (default: unchanged)")] = None,
 ) -> None:
     """Fit how a model's scores of small images (enlarged to its input) are calibrated, on the
     validation split of labelled images; write the model with it to OUT."""

@@ -14,11 +14,11 @@ Source = Annotated[str, typer.Argument(help="Folder, file or URI (s3://, gs://, 
 Out = Annotated[str, typer.Option(help="Verdict store: a folder or URI.")]
 Real = Annotated[list[str], typer.Option(help="Real images: folder, shard or URI; repeat.")]
 Fake = Annotated[list[str], typer.Option(help="Fake images: folder, shard or URI; repeat.")]
-Model = Annotated[str | None, typer.Option(help="Model dir or URI [default: bundled]")]
+Model = Annotated[str | None, typer.Option(help="Model dir or URI (default: bundled)")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Images per model batch.")]
 Concurrency = Annotated[int | None, typer.Option(min=1, help="Detector actors.")]
 NumGpus = Annotated[float | None, typer.Option(min=0, help="GPUs per actor.")]
-Address = Annotated[str | None, typer.Option(help="Ray address [default: local]")]
+Address = Annotated[str | None, typer.Option(help="Ray address (default: local)")]
 ImageColumn = Annotated[str, typer.Option(help="Image-bytes column of Parquet.")]
 KeyColumn = Annotated[str | None, typer.Option(help="Key column of Parquet.")]
 MaxPixels = Annotated[int, typer.Option(help="Decompression-bomb limit.")]
@@ -34,7 +34,7 @@ Manifest = Annotated[
 ]
 S3Endpoint = Annotated[
     str | None,
-    typer.Option(help="S3-compatible endpoint URL (MinIO, Ceph, R2) [env: AWS_ENDPOINT_URL_S3]"),
+    typer.Option(help="S3-compatible endpoint (MinIO, Ceph, R2); env: AWS_ENDPOINT_URL_S3"),
 ]
 Faces = Annotated[
     bool, typer.Option(help="Score each face found (per-face results in column faces).")

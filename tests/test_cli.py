@@ -66,6 +66,14 @@ def test_commands_that_cannot_run_exit_nonzero_with_one_clear_line(
     assert deepfake_scan.read_verdicts(str(tmp_path / "out")).num_rows == 0
 
 
+def test_help_says_what_an_option_left_out_means():
+    """Defaults written in the help (bundled model, local Ray) must reach the user, not be eaten
+    as rich markup."""
+    r = run([*CLI, "scan", "--help"])
+    assert r.returncode == 0, r.stderr
+    assert "(default: bundled)" in r.stdout and "(default: local)" in r.stdout
+
+
 def test_models_show_prints_the_card(tiny_model):
     r = run([*CLI, "models", "show", tiny_model])
     assert r.returncode == 0, r.stderr

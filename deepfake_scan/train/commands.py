@@ -93,7 +93,7 @@ def train(
     threads_per_worker: Annotated[int | None, typer.Option(min=1)] = None,
     use_gpu: Annotated[bool, typer.Option(help="One GPU per worker.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint.")] = False,
-    checkpoint_dir: Annotated[str | None, typer.Option(help="[default: OUT/checkpoints]")] = None,
+    checkpoint_dir: Annotated[str | None, typer.Option(help="(default: OUT/checkpoints)")] = None,
     init_weights: Annotated[str | None, typer.Option(help="Model dir to start from.")] = None,
     limit_per_class: Annotated[int | None, typer.Option(min=1)] = None,
     max_steps_per_epoch: Annotated[int | None, typer.Option(min=1)] = None,
