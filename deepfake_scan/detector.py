@@ -98,8 +98,15 @@ class Detector:
             [np.zeros(0, np.float32)]
             + [self._logits(pixels[i : i + step]) for i in range(0, len(pixels), step)]
         )
-        pre, card = self.card.preprocessing, self.card
-        upscale = None if sizes is None else upscale_log2(sizes[:, 0], sizes[:, 1], pre)
+        return self.probabilities(logits, sizes)
+
+    def probabilities(self, logits: np.ndarray, sizes: np.ndarray | None = None) -> np.ndarray:
+        """The card's calibration of raw logits: fake probabilities (``sizes`` as in
+        ``predict_pixels``)."""
+        card = self.card
+        upscale = None
+        if sizes is not None:
+            upscale = upscale_log2(sizes[:, 0], sizes[:, 1], card.preprocessing)
         probs = calibrated(logits, card.temperature, upscale, card.upsample_calibration)
         return probs.astype(np.float32)
 

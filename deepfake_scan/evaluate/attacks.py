@@ -110,11 +110,7 @@ def attack_detector(
     """Scores of fakes (uint8 NHWC at the model's input) after every attack: (N, attacks x eps),
     in ``attack_columns`` order. Calibrated like ``Detector.predict_pixels`` (``sizes``: each
     image's original (width, height), for the card's upsample calibration)."""
-    from deepfake_scan.metrics import calibrated
-    from deepfake_scan.preprocess import upscale_log2
-
-    pre, card = detector.card.preprocessing, detector.card
-    upscale = None if sizes is None else upscale_log2(sizes[:, 0], sizes[:, 1], pre)
+    pre = detector.card.preprocessing
     x = detector.normalise(torch.from_numpy(np.ascontiguousarray(pixels)))
     y = torch.ones(len(pixels), device=x.device)
     out = []
@@ -128,6 +124,5 @@ def attack_detector(
                 raise ValueError(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
             with torch.inference_mode():
                 logits = detector.model(adv).float()
-            z = logits.cpu().numpy()
-            out.append(calibrated(z, card.temperature, upscale, card.upsample_calibration))
+            out.append(detector.probabilities(logits.cpu().numpy(), sizes))
     return np.stack(out, axis=1).astype(np.float32) if out else np.zeros((len(pixels), 0))
