@@ -61,11 +61,18 @@ class HaarFaces:
     """OpenCV's frontal-face Haar cascade (weights from the opencv-python-headless package)."""
 
     def __init__(self, min_face: int = 24):
-        import cv2
+        try:
+            import cv2
 
-        cv2.setNumThreads(1)  # runs inside Ray tasks that hold a fraction of one CPU
-        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
-        self.cascade = cv2.CascadeClassifier(path)
+            cv2.setNumThreads(1)  # runs inside Ray tasks that hold a fraction of one CPU
+            path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+            self.cascade = cv2.CascadeClassifier(path)
+        except (ImportError, AttributeError) as e:
+            # Seen on a machine with OpenCV 5 installed: its cv2 has no CascadeClassifier.
+            raise RuntimeError(
+                f"the face search needs OpenCV 4's Haar cascade (opencv-python-headless>=4.8,<5, "
+                f"as deepfake-scan requires): {e}"
+            ) from None
         if self.cascade.empty():
             raise RuntimeError(f"cannot load the face cascade {path}")
         self.min_face = min_face

@@ -22,7 +22,7 @@ import pyarrow as pa
 from deepfake_scan.decode import DEFAULT_MAX_PIXELS
 from deepfake_scan.detector import check_precision
 from deepfake_scan.errors import ScanError
-from deepfake_scan.faces import FaceGeometry
+from deepfake_scan.faces import FaceGeometry, face_detector
 from deepfake_scan.models.artifact import ModelCard, load_model
 from deepfake_scan.sources import DEFAULT_MAX_BYTES, Input, list_inputs
 from deepfake_scan.storage import set_s3_endpoint, storage_errors, worker_env
@@ -101,6 +101,11 @@ def scan(source: str, out: str, **options: object) -> ScanSummary:
     store.check_writable()
     with storage_errors("model not readable", opts.model or "bundled model"):
         _, card = load_model(opts.model)
+    if opts.faces:
+        try:  # a face search that cannot run would make every image an error row
+            face_detector(card.face_geometry or FaceGeometry())
+        except RuntimeError as e:
+            raise ScanError(f"--faces: {e}") from None
     if opts.faces and card.face_geometry is None:
         log.warning(
             "%s was not trained on face crops; --faces crops with the default geometry %s",

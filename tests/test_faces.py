@@ -299,3 +299,23 @@ def test_small_face_crops_get_the_models_upsample_calibration(tmp_path, tiny_mod
         expected = load_detector(str(model)).predict([crop])[0]
         assert face["score"] == pytest.approx(float(expected), abs=0.005)
     assert abs(scores["calibrated"] - scores["plain"]) > 0.05
+
+
+def test_scan_faces_without_a_usable_opencv_fails_before_reading(tmp_path, monkeypatch, capsys):
+    # OpenCV 5 has no CascadeClassifier: seen on a GPU machine whose own OpenCV shadowed ours,
+    # where every image became a decode_error row. Now the scan stops at once and says why.
+    import cv2
+
+    from deepfake_scan import faces
+    from deepfake_scan.cli import main
+
+    monkeypatch.delattr(cv2, "CascadeClassifier")
+    monkeypatch.setattr(faces, "_cache", {})
+    src = tmp_path / "photos"
+    src.mkdir()
+    (src / "portrait.jpg").write_bytes(jpeg(Image.fromarray(data.astronaut())))
+    out = tmp_path / "verdicts"
+    assert main(["scan", str(src), "--out", str(out), "--faces"]) != 0
+    err = capsys.readouterr().err
+    assert "--faces" in err and "opencv-python-headless" in err and "CascadeClassifier" in err
+    assert not out.exists() or not any(out.rglob("*.parquet"))
