@@ -92,6 +92,13 @@ def train(
     cpus_per_worker: Annotated[float, typer.Option(min=0.1)] = 1.0,
     threads_per_worker: Annotated[int | None, typer.Option(min=1)] = None,
     use_gpu: Annotated[bool, typer.Option(help="One GPU per worker.")] = False,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="Training arithmetic: auto (bf16 autocast where the device has native bf16, "
+            "else fp32), bf16, fp32."
+        ),
+    ] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint.")] = False,
     checkpoint_dir: Annotated[str | None, typer.Option(help="(default: OUT/checkpoints)")] = None,
     init_weights: Annotated[str | None, typer.Option(help="Model dir to start from.")] = None,
@@ -121,7 +128,8 @@ def train(
         sbi=sbi, sbi_share=sbi_share, faces=faces, face_only=face_only,
         adversarial=adversarial, num_workers=num_workers,
         cpus_per_worker=cpus_per_worker,
-        threads_per_worker=threads_per_worker, use_gpu=use_gpu, resume=resume,
+        threads_per_worker=threads_per_worker, use_gpu=use_gpu, precision=precision,
+        resume=resume,
         checkpoint_dir=checkpoint_dir, init_weights=init_weights, limit_per_class=limit_per_class,
         max_steps_per_epoch=max_steps_per_epoch, val_fraction=val_fraction,
         test_fraction=test_fraction, name=name, version=version, seed=seed, address=address,

@@ -38,6 +38,7 @@ class WorkerState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     device: torch.device
+    dtype: torch.dtype | None = None  # autocast dtype of the detector's steps; None = fp32
     gan: object | None = None
     start_epoch: int = 0
     history: list[dict] = field(default_factory=list)
@@ -85,7 +86,25 @@ def _build(cfg: TrainConfig, steps_per_epoch: int) -> WorkerState:
 
         gan_cfg = GanConfig(size=cfg.gan_size, z_dim=cfg.gan_z, width=cfg.gan_width)
         gan = GanTrainer(gan_cfg, lr=cfg.gan_lr, device=device)
-    return WorkerState(cfg, model, normalise, opt, sched, device, gan)
+    return WorkerState(
+        cfg, model, normalise, opt, sched, device, train_dtype(cfg.precision, device), gan
+    )
+
+
+def train_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 for ``bf16``, and for ``auto`` where the device has native bf16; else None (fp32)."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    return torch.bfloat16 if native else None
+
+
+def _autocast(state: WorkerState):
+    return torch.autocast(state.device.type, dtype=state.dtype, enabled=state.dtype is not None)
 
 
 def _restore(state: WorkerState, checkpoint) -> None:
@@ -224,7 +243,8 @@ def train_epoch(state: WorkerState, shard, rng: np.random.Generator) -> dict:
         x = state.normalise(pixels)
         if state.cfg.adversarial:
             x, y = _with_adversarial(state, x, y, rng)
-        logits = state.model(x)
+        with _autocast(state):
+            logits = state.model(x).float()
         loss = balanced_bce(logits, y)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -251,9 +271,11 @@ def eval_epoch(state: WorkerState, shard) -> dict:
     out: dict[str, list] = {"logits": [], "logits_reencoded": [], "labels": []}
     dtypes = {**_DTYPES, "pixels_reencoded": torch.uint8}
     for batch in shard.iter_torch_batches(batch_size=64, dtypes=dtypes):
-        out["logits"].append(state.model(state.normalise(batch["pixels"])).cpu().numpy())
-        reenc = state.normalise(batch["pixels_reencoded"])
-        out["logits_reencoded"].append(state.model(reenc).cpu().numpy())
+        with _autocast(state):
+            logits = state.model(state.normalise(batch["pixels"])).float()
+            reenc = state.model(state.normalise(batch["pixels_reencoded"])).float()
+        out["logits"].append(logits.cpu().numpy())
+        out["logits_reencoded"].append(reenc.cpu().numpy())
         out["labels"].append(batch["label"].cpu().numpy())
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
 

@@ -2,6 +2,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from deepfake_scan.preprocess import Preprocessing
@@ -89,3 +90,14 @@ def test_config_round_trips_and_validates():
         TrainConfig(real=["r"], fake=[], out="o").validate()
     with pytest.raises(ValueError):
         TrainConfig(real=["r"], fake=["f"], out="o", val_fraction=0.6, test_fraction=0.5).validate()
+
+
+def test_training_precision():
+    from deepfake_scan.train.loop import train_dtype
+
+    cpu = torch.device("cpu")
+    assert train_dtype("fp32", cpu) is None and train_dtype("bf16", cpu) == torch.bfloat16
+    native = torch.cpu._is_avx512_bf16_supported()
+    assert train_dtype("auto", cpu) == (torch.bfloat16 if native else None)
+    with pytest.raises(ValueError, match="auto, bf16, fp32"):
+        TrainConfig(real=["r"], fake=["f"], out="o", precision="fp16").validate()

@@ -92,7 +92,10 @@ def test_resume_continues_from_the_saved_epoch(ray_local, tiny_faces, tmp_path):
     assert [h["epoch"] for h in fresh] == [0]
 
 
-@pytest.mark.parametrize("bad", [["--epochs", "0"], ["--rescale", "0.9,0.5"], ["--rescale", "x"]])
+@pytest.mark.parametrize(
+    "bad",
+    [["--epochs", "0"], ["--rescale", "0.9,0.5"], ["--rescale", "x"], ["--precision", "fp16"]],
+)
 def test_bad_arguments_exit_non_zero(tmp_path, bad):
     assert main(["train", "--real", str(tmp_path), "--fake", str(tmp_path), "--out",
                  str(tmp_path / "m"), *bad]) != 0  # fmt: skip
