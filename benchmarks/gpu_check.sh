@@ -1,16 +1,17 @@
 #!/bin/bash
 # Checks and times the CUDA path on a GPU machine; prints every figure the README quotes for it.
-#   bash benchmarks/gpu_check.sh            (N=1500 generated photos; PY=python to choose Python)
+#   bash benchmarks/gpu_check.sh            (N=8000 generated photos; PY=python to choose Python)
 # 1. the detector on CUDA (fp16 autocast) against CPU, and its forward rate;
 # A. a Ray Train run on one GPU worker (npr_resnet, --gan --sbi --adversarial, tiny data);
-# B. `python -m jobs.scan` of N generated 1024x768 JPEGs with a GPU actor, and its verdicts;
-# C. the same scan with --faces.
+# B. `python -m jobs.scan` of N/8 and N generated 1024x768 JPEGs with a GPU actor: start-up and
+#    steady rate, and the verdicts;
+# C. the N/8 scan with --faces; D. small images scored on CUDA as on CPU (upsample calibration).
 # Where Ray is not installed, a packed site-packages may be given as .dev/site.tar.xz.
 set -u
-N=${N:-1500}; PY=${PY:-python3}; GPUFLAG=${GPUFLAG:---use-gpu}
+N=${N:-8000}; PY=${PY:-python3}; GPUFLAG=${GPUFLAG:---use-gpu}
 OUT=${OUT:-/tmp/gpuout}; mkdir -p $OUT
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-rm -rf /tmp/photos /tmp/v /tmp/vf
+rm -rf /tmp/photos /tmp/v /tmp/vs /tmp/vf /tmp/small /tmp/vsmall
 if ! $PY -c "import ray" 2>/dev/null && [ -f .dev/site.tar.xz ]; then mkdir -p /tmp/site && tar xJf .dev/site.tar.xz -C /tmp/site && export PYTHONPATH=/tmp/site:$PYTHONPATH; fi
 export RAY_AUTH_MODE=disabled PYTHONUNBUFFERED=1
 echo "== 1. detector on CUDA (fp16 autocast) vs CPU"
@@ -49,24 +50,56 @@ print("TRAIN rc", rc)
 card = json.loads((root / "m" / "model.json").read_text())
 print("TRAINED", card["model_id"], "device", card["training"].get("config", {}).get("use_gpu"), "test auc", card["metrics"]["test"]["reencoded"]["auc"])
 PYEOF
-echo "== B. GPU scan of $N 1024x768 JPEGs"
-$PY - $N <<'PYEOF'
-import sys, numpy as np, os
-from multiprocessing import Pool
-from PIL import Image
-def make(i):
-    rng = np.random.default_rng(i)
-    yy, xx = np.mgrid[0:768, 0:1024]
-    base = rng.uniform(0, 255, 3) + rng.uniform(-0.2, 0.2, 3) * (xx + yy)[..., None]
-    arr = np.clip(base + rng.normal(0, 6, (768, 1024, 3)), 0, 255).astype(np.uint8)
-    Image.fromarray(arr).save(f"/tmp/photos/{i:05d}.jpg", "JPEG", quality=90)
-os.makedirs("/tmp/photos", exist_ok=True)
-with Pool(16) as p: p.map(make, range(int(sys.argv[1])))
-print("made", len(os.listdir("/tmp/photos")))
+echo "== B. GPU scans of $((N / 8)) and $N 1024x768 JPEGs: start-up and the steady (marginal) rate"
+$PY -c "
+import sys; sys.path.insert(0, 'benchmarks')
+from pathlib import Path
+from bench_scan import make_photos
+make_photos(Path('/tmp/photos/all'), $N)
+import os; os.makedirs('/tmp/photos/small', exist_ok=True)
+for p in sorted(Path('/tmp/photos/all').rglob('*.jpg'))[: $N // 8]: os.link(p, f'/tmp/photos/small/{p.name}')
+print('made', $N)"
+scan_timed() {  # scan_timed SOURCE OUT [flags]: 'seconds S', then the scan's summary
+  $PY - "$@" <<'PYEOF'
+import json, subprocess, sys, time
+t = time.perf_counter()
+p = subprocess.run([sys.executable, "-m", "jobs.scan", sys.argv[1], "--out", sys.argv[2], *sys.argv[3:], "--json"],
+                   capture_output=True, text=True, timeout=300)
+print("seconds", round(time.perf_counter() - t, 2))
+try:
+    s = json.loads(p.stdout[p.stdout.index("{"):])
+    print({k: s[k] for k in ("rows", "labels", "errors", "seconds", "images_per_s")})
+except ValueError:
+    print("rc", p.returncode, p.stdout[-2000:], p.stderr[-3000:])
 PYEOF
-( time timeout 150 $PY -m jobs.scan /tmp/photos --out /tmp/v --json ) 2>&1 | tail -30
-echo "== C. the same photos with --faces (face search in the CPU decode tasks)"
-( time timeout 150 $PY -m jobs.scan /tmp/photos --out /tmp/vf --faces --json ) 2>&1 | grep -E "images_per_s|rows|real"
+}
+scan_timed /tmp/photos/small /tmp/vs | tee /tmp/b1
+scan_timed /tmp/photos/all /tmp/v | tee /tmp/b2
+$PY -c "
+t1 = float(open('/tmp/b1').read().split()[1]); t2 = float(open('/tmp/b2').read().split()[1])
+n1, n2 = $N // 8, $N
+print(f'marginal rate {(n2 - n1) / (t2 - t1):.1f} images/s; fixed start-up {t1 - n1 * (t2 - t1) / (n2 - n1):.1f} s')"
+echo "== C. the smaller set with --faces (face search in the CPU decode tasks)"
+scan_timed /tmp/photos/small /tmp/vf --faces
+echo "== D. small images on CUDA: the upsample calibration as on CPU"
+timeout 120 $PY - <<'PYEOF'
+import numpy as np
+from PIL import Image
+from deepfake_scan import load_detector, scan, read_verdicts
+import os
+rng = np.random.default_rng(1)
+os.makedirs("/tmp/small", exist_ok=True)
+for i, side in enumerate((62, 125, 200, 250, 400)):
+    Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(f"/tmp/small/s{side}.png")
+imgs = {f: Image.open(f"/tmp/small/{f}").convert("RGB") for f in sorted(os.listdir("/tmp/small"))}
+gpu, cpu = load_detector(), load_detector(device="cpu")
+pg, pc = gpu.predict(list(imgs.values())), cpu.predict(list(imgs.values()))
+print("predict gpu", np.round(pg, 4), "cpu", np.round(pc, 4), "max diff", float(np.abs(pg - pc).max()))
+scan("/tmp/small", "/tmp/vsmall")
+t = read_verdicts("/tmp/vsmall").to_pydict()
+by = dict(zip([u.rsplit("/", 1)[1] for u in t["uri"]], t["score"]))
+print("scan (GPU actor) vs predict (CPU) max diff", max(abs(by[f] - p) for f, p in zip(imgs, pc)))
+PYEOF
 $PY -c "
 from deepfake_scan import read_verdicts
 t = read_verdicts('/tmp/v'); print('VERDICTS', t.num_rows, set(t.column('model_id').to_pylist()), dict(zip(*[c.to_pylist() for c in t.column('label').value_counts().flatten()])))"
