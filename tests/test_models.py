@@ -117,7 +117,9 @@ def test_precision_bf16_runs_in_bf16_and_agrees_with_fp32():
         load_detector(precision="int4")
 
 
-@pytest.mark.parametrize("arch", ["npr_resnet", "mobilenet_v2", "efficientnet_b0", "small_cnn"])
+@pytest.mark.parametrize(
+    "arch", ["npr_resnet", "resnet18_cut", "mobilenet_v2", "efficientnet_b0", "small_cnn"]
+)
 def test_inference_model_folds_batchnorm_and_computes_the_same(arch):
     """Folding BatchNorm into the convolutions (load_detector does it) changes no output, and
     leaves the trained model untouched."""

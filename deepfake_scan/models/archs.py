@@ -73,28 +73,39 @@ def small_cnn(width: int = 32) -> nn.Module:
     return _Squeeze(body)
 
 
-class NPRResNet(nn.Module):
-    """Neighbouring-pixel-relation residual (NPR, CVPR 2024) into a ResNet-18 cut after stage 2.
+class ResNetCut(nn.Module):
+    """A ResNet-18 cut after ``stages`` stages, with global pooling and one logit.
 
-    ``x - up(down(x))`` keeps only the local pixel correlations that generators and blending leave,
-    and discards image content; a shallow ResNet is enough to read them and is fast on CPU.
+    With ``npr``, it reads the neighbouring-pixel-relation residual (NPR, CVPR 2024)
+    ``x - up(down(x))``: only the local pixel correlations that generators and blending leave,
+    none of the image content. Without, it reads the pixels themselves: blending seams, colour
+    and lighting mismatch at the scale of the face, which survive shrinking an image.
     """
 
-    def __init__(self, stages: int = 2):
+    def __init__(self, stages: int = 2, npr: bool = True):
         super().__init__()
         r = torchvision.models.resnet18(weights=None)
         layers = [r.layer1, r.layer2, r.layer3, r.layer4][:stages]
+        self.npr = npr
         self.stem = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool)
         self.body = nn.Sequential(*layers)
         channels = 64 * 2 ** (stages - 1)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        down = F.interpolate(x, scale_factor=0.5, mode="nearest")
-        residual = x - F.interpolate(down, size=x.shape[-2:], mode="nearest")
-        return self.head(self.body(self.stem(residual * 4.0))).squeeze(-1)
+        if self.npr:
+            down = F.interpolate(x, scale_factor=0.5, mode="nearest")
+            x = (x - F.interpolate(down, size=x.shape[-2:], mode="nearest")) * 4.0
+        return self.head(self.body(self.stem(x))).squeeze(-1)
 
 
 @register("npr_resnet")
 def npr_resnet(stages: int = 2) -> nn.Module:
-    return NPRResNet(stages=stages)
+    """NPR residual into ResNet-18's first two stages: small and fast on CPU (0.7 M weights)."""
+    return ResNetCut(stages=stages, npr=True)
+
+
+@register("resnet18_cut")
+def resnet18_cut(stages: int = 3) -> nn.Module:
+    """ResNet-18's first three stages on the pixels (2.8 M weights, a quarter of the whole)."""
+    return ResNetCut(stages=stages, npr=False)

@@ -6,7 +6,14 @@ from deepfake_scan.models.registry import create_model, list_architectures
 
 def test_registry_lists_the_required_architectures():
     names = set(list_architectures())
-    assert {"mobilenet_v2", "resnet18", "efficientnet_b0", "small_cnn", "npr_resnet"} <= names
+    assert {
+        "mobilenet_v2",
+        "resnet18",
+        "resnet18_cut",
+        "efficientnet_b0",
+        "small_cnn",
+        "npr_resnet",
+    } <= names
 
 
 @pytest.mark.parametrize("name", list_architectures())
