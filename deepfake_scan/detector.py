@@ -23,14 +23,18 @@ def check_precision(precision: str) -> None:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
 
 
+def cpu_has_bf16() -> bool:
+    """Native bf16 arithmetic on this CPU (AVX512-BF16 or AMX), where bf16 autocast pays."""
+    return getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The dtype the forward pass runs in under ``torch.autocast``; None = full fp32."""
     check_precision(precision)
     if precision == "auto":
         if device.type == "cuda":
             return torch.float16
-        native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-        return torch.bfloat16 if device.type == "cpu" and native else None
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else None
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 

@@ -97,10 +97,11 @@ def train_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         return None
     if precision == "bf16":
         return torch.bfloat16
+    from deepfake_scan.detector import cpu_has_bf16
+
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return torch.bfloat16 if native else None
+    return torch.bfloat16 if cpu_has_bf16() else None
 
 
 def _autocast(state: WorkerState):
