@@ -191,11 +191,12 @@ class EvalTransform:
 
         as_is, reenc, labels = [], [], []
         for data, label in zip(batch["data"], batch["label"], strict=True):
-            img = decode_rgb(data, draft=self.pre.input_size, faces=self.faces)
-            if img is None:
+            pair = eval_pair(data, self.pre.input_size, self.faces)
+            if pair is None:
                 continue
-            as_is.append(fit_image(img, self.pre))
-            reenc.append(fit_image(eval_view(img, "reencoded", self.cfg.eval_quality), self.pre))
+            scanned, full = pair
+            as_is.append(fit_image(scanned, self.pre))
+            reenc.append(fit_image(eval_view(full, "reencoded", self.cfg.eval_quality), self.pre))
             labels.append(float(label))
         out = _pixel_batch(as_is, labels, self.pre.input_size)
         out["pixels_reencoded"] = _pixel_batch(reenc, labels, self.pre.input_size)["pixels"]
@@ -220,11 +221,26 @@ def _pixel_batch(pixels: list, labels: list, size: int) -> dict[str, np.ndarray]
     return {"pixels": np.stack(pixels), "label": np.asarray(labels, np.float32)}
 
 
+def eval_pair(data: bytes, draft: int, faces: FaceGeometry | None = None):
+    """(the image as the scan decodes it, the image at full size), or None if undecodable.
+
+    The clean view is the scan's own decode (a JPEG decoded straight at the model's input size);
+    every other evaluation view (re-encoding, shrinking) starts from the full-size picture, as a
+    re-encoder or a resizer in the wild does, and as ``evaluate.launder_record`` does. Starting
+    them from the reduced decode measured a model with a smaller input than the files on other
+    images: "halved" was a quarter of a 250 px photo for a 125 px model."""
+    scanned = decode_rgb(data, draft=draft, faces=faces)
+    if scanned is None:
+        return None
+    full = decode_rgb(data, faces=faces)
+    return scanned, full if full is not None else scanned
+
+
 def iter_eval_images(
     rows: list[dict], draft: int, faces: FaceGeometry | None = None
-) -> Iterator[tuple[object, int]]:
-    """(PIL image, label) for records fetched to the driver, skipping undecodable ones."""
+) -> Iterator[tuple[tuple, int]]:
+    """(``eval_pair``, label) for records fetched to the driver, skipping undecodable ones."""
     for row in rows:
-        img = decode_rgb(row["data"], draft=draft, faces=faces)
-        if img is not None:
-            yield img, int(row["label"])
+        pair = eval_pair(row["data"], draft, faces)
+        if pair is not None:
+            yield pair, int(row["label"])

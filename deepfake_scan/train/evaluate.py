@@ -43,9 +43,10 @@ def view_logits(
     batch: int = 32,
     keep: int = 64,
 ) -> tuple[dict[str, np.ndarray], np.ndarray, list, dict[str, np.ndarray]]:
-    """Raw logits of every image under every view, the labels, the as-is pixels of the first
-    ``keep`` images of each class (for the captioned grid), and how far the fit enlarged each
-    view of each image (``upscale_log2``). Streams in batches of ``batch``."""
+    """Raw logits of every image (``data.eval_pair``, label) under every view, the labels, the
+    as-is pixels of the first ``keep`` images of each class (for the captioned grid), and how
+    far the fit enlarged each view of each image (``upscale_log2``). Streams in batches of
+    ``batch``."""
     pre = detector.card.preprocessing
     pending: dict[str, list] = {v: [] for v in views}
     logits: dict[str, list] = {v: [] for v in views}
@@ -61,9 +62,9 @@ def view_logits(
                 logits[v].append(detector.model(x).float().cpu().numpy())
                 pending[v] = []
 
-    for img, label in images:
+    for (scanned, full), label in images:
         for v in views:
-            viewed = eval_view(img, v, quality)
+            viewed = scanned if v == "as_is" else eval_view(full, v, quality)
             pending[v].append(fit_image(viewed, pre))
             sizes[v].append(viewed.size)
         seen[label] = seen.get(label, 0) + 1
@@ -151,13 +152,13 @@ def _fit_upsampling(logits: dict, upscale: dict, y: np.ndarray, temperature: flo
 def labelled_split(
     real: list[str], fake: list[str], split: str, draft: int, faces=None, fractions=(0.1, 0.1)
 ) -> Iterable[tuple[object, int]]:
-    """(PIL image, label) for the records of ``real`` and ``fake`` sources that fall in the
+    """(``data.eval_pair``, label) for the records of ``real`` and ``fake`` sources in the
     training job's ``split`` (``data.split_of``: sha256 of the bytes, val and test fractions);
     unreadable records are skipped."""
     import hashlib
 
     from deepfake_scan.sources import iter_records, list_inputs
-    from deepfake_scan.train.data import decode_rgb, split_of
+    from deepfake_scan.train.data import eval_pair, split_of
 
     for label, sources in ((0, real), (1, fake)):
         for source in sources:
@@ -167,9 +168,9 @@ def labelled_split(
                         continue
                     if split_of(hashlib.sha256(rec.data).hexdigest(), *fractions) != split:
                         continue
-                    img = decode_rgb(rec.data, draft=draft, faces=faces)
-                    if img is not None:
-                        yield img, label
+                    pair = eval_pair(rec.data, draft, faces)
+                    if pair is not None:
+                        yield pair, label
 
 
 def recalibrate_upsampling(

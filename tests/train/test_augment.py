@@ -101,3 +101,25 @@ def test_training_precision():
     assert train_dtype("auto", cpu) == (torch.bfloat16 if native else None)
     with pytest.raises(ValueError, match="auto, bf16, fp32"):
         TrainConfig(real=["r"], fake=["f"], out="o", precision="fp16").validate()
+
+
+def test_evaluation_views_start_from_the_full_size_image():
+    """For a model whose input is smaller than the files, the clean view is the scan's own
+    (reduced) decode, and "halved" is half of the file, not half of that reduced decode."""
+    from deepfake_scan.decode import decode
+    from deepfake_scan.detector import Detector
+    from deepfake_scan.models.artifact import ModelCard
+    from deepfake_scan.models.registry import create_model
+    from deepfake_scan.train.data import iter_eval_images
+    from deepfake_scan.train.evaluate import view_logits
+
+    pre = Preprocessing(input_size=32)
+    card = ModelCard(name="t", architecture="small_cnn", preprocessing=pre)
+    detector = Detector(create_model("small_cnn").eval(), card, device="cpu")
+    rows = [{"data": image_bytes(size=(64, 64), seed=i), "label": i % 2} for i in range(4)]
+    views = ("as_is", "down0.5", "down0.25")
+    logits, labels, kept, upscale = view_logits(detector, iter_eval_images(rows, 32), views, 90)
+    assert list(labels) == [0, 1, 0, 1] and all(len(v) == 4 for v in logits.values())
+    assert list(upscale["down0.5"]) == [0, 0, 0, 0]  # 64 -> 32 px: the input size, not below
+    assert list(upscale["down0.25"]) == [1, 1, 1, 1]  # 64 -> 16 px, enlarged twice
+    assert np.array_equal(kept[0][1], decode(rows[0]["data"], pre).pixels)  # as the scan sees it
