@@ -259,6 +259,30 @@ def models_calibrate(
     console.print(f"{card.model_id}: upsample calibration a={a:.3f} b={b:.3f}, written to {out}")
 
 
+@models_app.command("ensemble")
+def models_ensemble(
+    models: Annotated[list[str], typer.Argument(help="Two or more model dirs or URIs")],
+    real: Real,
+    fake: Fake,
+    out: Annotated[str, typer.Option(help="Model directory or URI to write.")],
+    name: Annotated[str, typer.Option(help="Model name in model.json.")] = "ensemble",
+    version: Annotated[str, typer.Option()] = "0.1.0",
+) -> None:
+    """Combine trained models into one (each at its own input size; logit: the sum of each
+    member's logit over its temperature), calibrated and measured on the members' validation
+    and test splits of labelled images as the training job does; write it to OUT."""
+    from deepfake_scan.train.commands import _command_line
+    from deepfake_scan.train.evaluate import build_ensemble
+
+    try:
+        card = build_ensemble(models, real, fake, out, name, version, _command_line())
+    except ValueError as e:
+        raise ScanError(str(e)) from None
+    test = card.metrics.get("test", {})
+    auc = {v: round(m["auc"], 4) for v, m in test.items() if isinstance(m, dict) and "auc" in m}
+    console.print(f"{card.model_id} written to {out}; test AUC {auc}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a ScanError becomes one line on stderr and exit code 2."""
     try:

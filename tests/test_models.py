@@ -183,3 +183,45 @@ def test_models_calibrate_fits_small_image_calibration_and_keeps_the_weights(tmp
     (tmp_path / "empty").mkdir()
     empty = ["--real", str(tmp_path / "real"), "--fake", str(tmp_path / "empty")]
     assert main([*args, *empty]) == 2  # one class only: a clear error
+
+
+def test_models_ensemble_sums_members_at_their_own_sizes(tmp_path, tiny_model):
+    """``models ensemble`` writes one model whose logit is the sum of each member's logit over
+    its temperature, a smaller member seeing the input shrunk to its own size; it is calibrated
+    and measured on the labelled images' splits and scans like any model."""
+    import torch
+    import torch.nn.functional as F
+
+    from deepfake_scan.cli import main
+    from deepfake_scan.models.artifact import ModelCard, load_model, save_model
+    from deepfake_scan.models.registry import create_model
+    from deepfake_scan.preprocess import Preprocessing
+    from tests.fixtures import image_bytes
+
+    torch.manual_seed(1)
+    small = str(tmp_path / "small")
+    card = ModelCard(name="small", architecture="small_cnn", arch_kwargs={"width": 4},
+                     preprocessing=Preprocessing(input_size=32), temperature=2.0)  # fmt: skip
+    save_model(create_model("small_cnn", width=4), small, card)
+    for label in ("real", "fake"):
+        (tmp_path / label).mkdir()
+        for i in range(60):
+            seed = i if label == "real" else 1000 + i
+            (tmp_path / label / f"{i}.jpg").write_bytes(image_bytes("JPEG", (96, 96), seed=seed))
+    out = str(tmp_path / "ens")
+    labelled = ["--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake")]
+    assert main(["models", "ensemble", tiny_model, small, "--out", out, *labelled]) == 0
+
+    net, ens = load_model(out)
+    assert ens.architecture == "ensemble" and ens.preprocessing.input_size == 64
+    assert [m["scale"] for m in ens.arch_kwargs["members"]] == [1.0, 0.5]
+    assert {"val", "test"} <= set(ens.metrics) and ens.training["members"][1] == card.model_id
+    x = torch.randn(2, 3, 64, 64)
+    big_net, small_net = load_model(tiny_model)[0], load_model(small)[0]
+    half = F.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True)
+    with torch.inference_mode():
+        expected = big_net(x) / read_card(tiny_model).temperature + small_net(half) / 2.0
+        torch.testing.assert_close(net(x), expected)
+    assert (tmp_path / "ens" / "MODEL_CARD.md").read_text().count("small@") == 1
+    assert load_detector(out).predict_pixels(np.zeros((1, 64, 64, 3), np.uint8)).shape == (1,)
+    assert main(["models", "ensemble", tiny_model, "--out", out, *labelled]) == 2  # one model

@@ -109,3 +109,38 @@ def npr_resnet(stages: int = 2) -> nn.Module:
 def resnet18_cut(stages: int = 3) -> nn.Module:
     """ResNet-18's first three stages on the pixels (2.8 M weights, a quarter of the whole)."""
     return ResNetCut(stages=stages, npr=False)
+
+
+class Ensemble(nn.Module):
+    """Member models scoring one input, each at its own scale: a member with ``scale`` 0.5 sees
+    the input shrunk to half (bilinear, antialiased, as the scan's fit shrinks), so a 125 px model
+    and a 250 px model share the 250 px input. Logit: the sum of ``weight`` x each member's logit
+    (``models ensemble`` sets the weights to 1 / each member's temperature)."""
+
+    def __init__(self, members: list[dict]):
+        super().__init__()
+        from deepfake_scan.models.registry import create_model
+
+        self.members = nn.ModuleList(
+            create_model(m["architecture"], **m.get("arch_kwargs", {})) for m in members
+        )
+        self.scales = [float(m.get("scale", 1.0)) for m in members]
+        self.weights = [float(m.get("weight", 1.0)) for m in members]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = None
+        for member, scale, weight in zip(self.members, self.scales, self.weights, strict=True):
+            if scale != 1.0:
+                x_m = F.interpolate(
+                    x, scale_factor=scale, mode="bilinear", antialias=True, align_corners=False
+                )
+            else:
+                x_m = x
+            logit = member(x_m) * weight
+            out = logit if out is None else out + logit
+        return out
+
+
+@register("ensemble")
+def ensemble(members: list[dict]) -> nn.Module:
+    return Ensemble(members)

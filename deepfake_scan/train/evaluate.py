@@ -25,6 +25,7 @@ from deepfake_scan.metrics import (
     fit_upsample_calibration,
     sigmoid,
 )
+from deepfake_scan.models.artifact import ModelCard
 from deepfake_scan.preprocess import fit_image, upscale_log2
 from deepfake_scan.train.augment import EVAL_VIEWS, eval_view
 from deepfake_scan.train.data import iter_eval_images
@@ -149,28 +150,24 @@ def _fit_upsampling(logits: dict, upscale: dict, y: np.ndarray, temperature: flo
     )
 
 
-def labelled_split(
-    real: list[str], fake: list[str], split: str, draft: int, faces=None, fractions=(0.1, 0.1)
-) -> Iterable[tuple[object, int]]:
-    """(``data.eval_pair``, label) for the records of ``real`` and ``fake`` sources in the
-    training job's ``split`` (``data.split_of``: sha256 of the bytes, val and test fractions);
-    unreadable records are skipped."""
+def split_rows(real: list[str], fake: list[str], split: str, fractions=(0.1, 0.1)) -> list[dict]:
+    """``{"data", "label"}`` for the records of ``real`` and ``fake`` sources that fall in the
+    training job's ``split`` (``data.split_of``: sha256 of the bytes, val and test fractions)."""
     import hashlib
 
     from deepfake_scan.sources import iter_records, list_inputs
-    from deepfake_scan.train.data import eval_pair, split_of
+    from deepfake_scan.train.data import split_of
 
+    rows = []
     for label, sources in ((0, real), (1, fake)):
         for source in sources:
             for inp in list_inputs(source):
                 for rec in iter_records(inp):
                     if rec.data is None:
                         continue
-                    if split_of(hashlib.sha256(rec.data).hexdigest(), *fractions) != split:
-                        continue
-                    pair = eval_pair(rec.data, draft, faces)
-                    if pair is not None:
-                        yield pair, label
+                    if split_of(hashlib.sha256(rec.data).hexdigest(), *fractions) == split:
+                        rows.append({"data": rec.data, "label": label})
+    return rows
 
 
 def recalibrate_upsampling(
@@ -186,7 +183,7 @@ def recalibrate_upsampling(
     trained = card.training.get("config", {})  # the split the model was trained with
     fractions = (trained.get("val_fraction", 0.1), trained.get("test_fraction", 0.1))
     size, faces = card.preprocessing.input_size, card.face_geometry
-    images = labelled_split(real, fake, "val", size, faces, fractions)
+    images = iter_eval_images(split_rows(real, fake, "val", fractions), size, faces)
     quality = card.metrics.get("eval_quality", 90)
     logits, y, _, upscale = view_logits(detector, images, UPSAMPLE_VIEWS, quality)
     if len(np.unique(y)) < 2:
@@ -198,3 +195,91 @@ def recalibrate_upsampling(
     )
     card.version = version or card.version
     return save_model(net, out, card)
+
+
+def build_ensemble(
+    models: list[str],
+    real: list[str],
+    fake: list[str],
+    out: str,
+    name: str,
+    version: str,
+    command: str = "",
+) -> ModelCard:
+    """One model of ``models`` (each a model directory or URI) scoring together: the logit is
+    the sum of each member's logit over its temperature, each member at its own input size
+    (``archs.Ensemble``). Calibrated and measured on the members' validation and test splits
+    of ``real`` and ``fake`` exactly as the training job measures a model it trained; written
+    to ``out`` with its model card and report. The members' weights are not changed."""
+    from deepfake_scan.models.artifact import load_model, save_model
+    from deepfake_scan.models.registry import create_model
+    from deepfake_scan.train.config import TrainConfig
+    from deepfake_scan.train.report import write_model_card, write_report
+
+    loaded = [load_model(m) for m in models]
+    cards = [card for _, card in loaded]
+    if len(cards) < 2:
+        raise ValueError("an ensemble needs at least two models")
+    pre = max((c.preprocessing for c in cards), key=lambda p: p.input_size)
+    for c in cards:
+        p = c.preprocessing
+        if (p.mean, p.std, p.resize) != (pre.mean, pre.std, pre.resize) or c.faces != cards[
+            0
+        ].faces:
+            raise ValueError(f"{c.model_id} does not normalise, fit or crop faces as the others")
+    members = [
+        {
+            "architecture": c.architecture,
+            "arch_kwargs": c.arch_kwargs,
+            "scale": c.preprocessing.input_size / pre.input_size,
+            "weight": 1.0 / c.temperature,
+            "model_id": c.model_id,
+        }
+        for c in cards
+    ]
+    net = create_model("ensemble", members=members)
+    for member, (weights, _) in zip(net.members, loaded, strict=True):
+        member.load_state_dict(weights.state_dict())
+    trained = cards[0].training.get("config", {})
+    cfg = TrainConfig(
+        real=real,
+        fake=fake,
+        out=out,
+        val_fraction=trained.get("val_fraction", 0.1),
+        test_fraction=trained.get("test_fraction", 0.1),
+    )
+    fractions = (cfg.val_fraction, cfg.test_fraction)
+    val_rows, test_rows = (split_rows(real, fake, s, fractions) for s in ("val", "test"))
+    if len({r["label"] for r in val_rows}) < 2:
+        raise ValueError("the validation split of --real and --fake needs images of both classes")
+    card = ModelCard(
+        name=name,
+        architecture="ensemble",
+        version=version,
+        arch_kwargs={"members": members},
+        preprocessing=pre,
+        faces=cards[0].faces,
+    )
+    ev = evaluate(
+        Detector(net.eval(), card, device="cpu", precision="fp32"), val_rows, test_rows, cfg
+    )
+    card.threshold, card.review_band = ev["threshold"], tuple(ev["review_band"])
+    card.temperature = ev["temperature"]
+    card.upsample_calibration = tuple(ev["upsample_calibration"])
+    card.metrics = ev["metrics"]
+    counts = {
+        s: {k: sum(r["label"] == v for r in rows) for k, v in (("real", 0), ("fake", 1))}
+        for s, rows in (("val", val_rows), ("test", test_rows))
+    }
+    card.training = {
+        "members": [c.model_id for c in cards],
+        "data": {"real": real, "fake": fake, "counts": counts},
+        "split": "sha256 of image bytes: first 64 bits as a fraction; "
+        f"test < {cfg.test_fraction}, val < {cfg.test_fraction + cfg.val_fraction}",
+        "config": {"val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction},
+    }
+    card.command = command
+    card = save_model(net, out, card)
+    write_report(out, [], ev, [])
+    write_model_card(out, card)
+    return card

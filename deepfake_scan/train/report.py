@@ -180,22 +180,36 @@ _VIEW_TEXT = {
 _METRIC_KEYS = ("auc", "ap", "acc", "real_acc", "fake_acc", "eer", "ece", "n")
 
 
+def _what(card) -> str:
+    """The model card's first paragraph: what the model is and where it came from."""
+    pre, t = card.preprocessing, card.training
+    fit = f"input {pre.input_size} px ({pre.resize}, {pre.interpolation})"
+    if card.architecture == "ensemble":
+        members = ", ".join(
+            f"`{m.get('model_id', m['architecture'])}` (at {round(m['scale'] * pre.input_size)} "
+            f"px, weight {m['weight']:.3f})"
+            for m in card.arch_kwargs.get("members", [])
+        )
+        return (
+            f"`{card.model_id}`: an ensemble of {members}; {fit}. Its logit is the sum of each "
+            "member's logit over its temperature (`deepfake-scan models ensemble`); the members "
+            "were trained by the project's own training job and are unchanged. Calibrated and "
+            "measured below as the training job measures the models it trains."
+        )
+    kwargs = f" {json.dumps(card.arch_kwargs)}" if card.arch_kwargs else ""
+    crop = t.get("config", {}).get("train_crop") or pre.input_size
+    return (
+        f"`{card.model_id}`: architecture `{card.architecture}`{kwargs}, {fit}; trained on "
+        f"random {crop} px windows of the fitted input. Trained by the project's own training job."
+    )
+
+
 def model_card_markdown(card) -> str:
     """MODEL_CARD.md for a trained ``ModelCard``: the command, the data, the numbers, the limits."""
     m, t = card.metrics, card.training
     q = m.get("eval_quality", 90)
-    lines = [
-        f"# {card.name} {card.version}",
-        "",
-        f"`{card.model_id}`: architecture `{card.architecture}`"
-        f"{' ' + json.dumps(card.arch_kwargs) if card.arch_kwargs else ''}, "
-        f"input {card.preprocessing.input_size} px ({card.preprocessing.resize}, "
-        f"{card.preprocessing.interpolation}); trained on random "
-        f"{t.get('config', {}).get('train_crop') or card.preprocessing.input_size} px windows of "
-        "the fitted input. Trained by the project's own training job.",
-        "",
-        _faces_line(card),
-        "",
+    lines = [f"# {card.name} {card.version}", "", _what(card), "", _faces_line(card), ""]
+    lines += [
         "## Command",
         "",
         "```",
@@ -232,8 +246,9 @@ def model_card_markdown(card) -> str:
     if drops:
         lines += ["", "Test AUC drop against the identically re-encoded test set: "
                   + ", ".join(f"{k} {v:+.4f}" for k, v in drops.items()) + "."]  # fmt: skip
-    lines += ["", "## Epochs", "", "| epoch | train loss | val loss | train AUC | val AUC | "
-              "val AUC re-encoded | seconds |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    if t.get("history"):
+        lines += ["", "## Epochs", "", "| epoch | train loss | val loss | train AUC | val AUC | "
+                  "val AUC re-encoded | seconds |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for h in t.get("history", []):
         cells = [h.get(k) for k in ("train_loss", "val_loss", "train_auc", "val_auc",
                                     "val_reencoded_auc", "seconds")]  # fmt: skip
