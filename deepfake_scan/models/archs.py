@@ -142,5 +142,7 @@ class Ensemble(nn.Module):
 
 
 @register("ensemble")
-def ensemble(members: list[dict]) -> nn.Module:
-    return Ensemble(members)
+def ensemble(members: list[dict] | None = None) -> nn.Module:
+    """Default members: the bundled model's layout (NPR at the input size, content at half)."""
+    default = [{"architecture": "npr_resnet"}, {"architecture": "resnet18_cut", "scale": 0.5}]
+    return Ensemble(members or default)
