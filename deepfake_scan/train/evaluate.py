@@ -223,9 +223,8 @@ def build_ensemble(
     pre = max((c.preprocessing for c in cards), key=lambda p: p.input_size)
     for c in cards:
         p = c.preprocessing
-        if (p.mean, p.std, p.resize) != (pre.mean, pre.std, pre.resize) or c.faces != cards[
-            0
-        ].faces:
+        same_fit = (p.mean, p.std, p.resize) == (pre.mean, pre.std, pre.resize)
+        if not same_fit or c.faces != cards[0].faces:
             raise ValueError(f"{c.model_id} does not normalise, fit or crop faces as the others")
     members = [
         {
