@@ -158,6 +158,14 @@ class TrainConfig:
         return self.checkpoint_dir or join(self.out, "checkpoints")
 
     @property
+    def split_rule(self) -> str:
+        """How ``data.split_of`` splits, in words (model.json and the model card)."""
+        return (
+            "sha256 of image bytes: first 64 bits as a fraction; "
+            f"test < {self.test_fraction}, val < {self.test_fraction + self.val_fraction}"
+        )
+
+    @property
     def torch_threads(self) -> int:
         return self.threads_per_worker or max(1, int(self.cpus_per_worker))
 

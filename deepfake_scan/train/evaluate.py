@@ -140,6 +140,21 @@ def evaluate(detector: Detector, val_rows: list[dict], test_rows: list[dict], cf
     return {**cal, "metrics": metrics, "extras": extras}
 
 
+def apply_evaluation(card: ModelCard, ev: dict) -> dict:
+    """Write ``evaluate``'s decision, calibration and metrics into ``card``; returns ``ev``."""
+    card.threshold, card.review_band = ev["threshold"], tuple(ev["review_band"])
+    card.temperature = ev["temperature"]
+    card.upsample_calibration = tuple(ev["upsample_calibration"])
+    card.metrics = ev["metrics"]
+    return ev
+
+
+def trained_fractions(card: ModelCard) -> tuple[float, float]:
+    """The (val, test) fractions of the split ``card``'s model was trained with."""
+    trained = card.training.get("config", {})
+    return trained.get("val_fraction", 0.1), trained.get("test_fraction", 0.1)
+
+
 def _fit_upsampling(logits: dict, upscale: dict, y: np.ndarray, temperature: float):
     """``fit_upsample_calibration`` on the ``UPSAMPLE_VIEWS`` of ``view_logits``, pooled."""
     return fit_upsample_calibration(
@@ -180,8 +195,7 @@ def recalibrate_upsampling(
 
     net, card = load_model(model)
     detector = Detector(net, card, device="cpu", precision="fp32")
-    trained = card.training.get("config", {})  # the split the model was trained with
-    fractions = (trained.get("val_fraction", 0.1), trained.get("test_fraction", 0.1))
+    fractions = trained_fractions(card)
     size, faces = card.preprocessing.input_size, card.face_geometry
     images = iter_eval_images(split_rows(real, fake, "val", fractions), size, faces)
     quality = card.metrics.get("eval_quality", 90)
@@ -239,15 +253,10 @@ def build_ensemble(
     net = create_model("ensemble", members=members)
     for member, (weights, _) in zip(net.members, loaded, strict=True):
         member.load_state_dict(weights.state_dict())
-    trained = cards[0].training.get("config", {})
+    fractions = trained_fractions(cards[0])
     cfg = TrainConfig(
-        real=real,
-        fake=fake,
-        out=out,
-        val_fraction=trained.get("val_fraction", 0.1),
-        test_fraction=trained.get("test_fraction", 0.1),
+        real=real, fake=fake, out=out, val_fraction=fractions[0], test_fraction=fractions[1]
     )
-    fractions = (cfg.val_fraction, cfg.test_fraction)
     val_rows, test_rows = (split_rows(real, fake, s, fractions) for s in ("val", "test"))
     if len({r["label"] for r in val_rows}) < 2:
         raise ValueError("the validation split of --real and --fake needs images of both classes")
@@ -259,13 +268,8 @@ def build_ensemble(
         preprocessing=pre,
         faces=cards[0].faces,
     )
-    ev = evaluate(
-        Detector(net.eval(), card, device="cpu", precision="fp32"), val_rows, test_rows, cfg
-    )
-    card.threshold, card.review_band = ev["threshold"], tuple(ev["review_band"])
-    card.temperature = ev["temperature"]
-    card.upsample_calibration = tuple(ev["upsample_calibration"])
-    card.metrics = ev["metrics"]
+    detector = Detector(net.eval(), card, device="cpu", precision="fp32")
+    ev = apply_evaluation(card, evaluate(detector, val_rows, test_rows, cfg))
     counts = {
         s: {k: sum(r["label"] == v for r in rows) for k, v in (("real", 0), ("fake", 1))}
         for s, rows in (("val", val_rows), ("test", test_rows))
@@ -273,8 +277,7 @@ def build_ensemble(
     card.training = {
         "members": [c.model_id for c in cards],
         "data": {"real": real, "fake": fake, "counts": counts},
-        "split": "sha256 of image bytes: first 64 bits as a fraction; "
-        f"test < {cfg.test_fraction}, val < {cfg.test_fraction + cfg.val_fraction}",
+        "split": cfg.split_rule,
         "config": {"val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction},
     }
     card.command = command

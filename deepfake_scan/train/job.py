@@ -59,7 +59,7 @@ def run_training(cfg: TrainConfig) -> dict:
     from deepfake_scan.models.artifact import ModelCard, save_model
     from deepfake_scan.models.registry import create_model
     from deepfake_scan.train import data, loop
-    from deepfake_scan.train.evaluate import evaluate
+    from deepfake_scan.train.evaluate import apply_evaluation, evaluate
     from deepfake_scan.train.report import write_model_card, write_report
 
     cfg.validate()
@@ -95,11 +95,7 @@ def run_training(cfg: TrainConfig) -> dict:
         _fetch(splits["val"], cfg.eval_limit),
         _fetch(splits["test"], cfg.eval_limit),
     )
-    ev = evaluate(detector, val_rows, test_rows, cfg)
-    card.threshold, card.review_band = ev["threshold"], tuple(ev["review_band"])
-    card.temperature = ev["temperature"]
-    card.upsample_calibration = tuple(ev["upsample_calibration"])
-    card.metrics = ev["metrics"]
+    ev = apply_evaluation(card, evaluate(detector, val_rows, test_rows, cfg))
     card.training = _training_summary(cfg, summary, history, train_s)
     card.command = cfg.command
     card = save_model(detector.model, cfg.out, card)
@@ -130,8 +126,7 @@ def _save_gan(cfg: TrainConfig, state: dict) -> None:
 def _training_summary(cfg: TrainConfig, summary: dict, history: list[dict], seconds: float):
     return {
         "data": {"real": cfg.real, "fake": cfg.fake, "counts": summary},
-        "split": "sha256 of image bytes: first 64 bits as a fraction; "
-        f"test < {cfg.test_fraction}, val < {cfg.test_fraction + cfg.val_fraction}",
+        "split": cfg.split_rule,
         "config": asdict(cfg),
         "history": history,
         "seconds": round(seconds, 1),
