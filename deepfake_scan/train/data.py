@@ -134,19 +134,26 @@ def decode_rgb(data: bytes, draft: int | None = None, faces: FaceGeometry | None
 
     With ``faces``: the crop of the image's largest face, made exactly as the scan crops faces;
     an image without a face comes back whole, or None for a face-only model."""
+    got = _decode(data, draft, faces)
+    return None if got is None else got[0]
+
+
+def _decode(data: bytes, draft: int | None, faces: FaceGeometry | None):
+    """``decode_rgb``'s image, and whether the draft decode came out smaller than the file."""
     from deepfake_scan.decode import DecodeError, open_image
     from deepfake_scan.faces import largest_face_crop
 
     if faces is not None and draft is not None:
         draft = max(draft, faces.search_size)
     try:
-        img = open_image(data, draft=draft)[0]
+        img, _, size = open_image(data, draft=draft)
     except DecodeError:
         return None
+    reduced = img.size != size
     if faces is None:
-        return img
+        return img, reduced
     crop = largest_face_crop(img, faces)
-    return crop if crop is not None or faces.face_only else img
+    return (crop if crop is not None or faces.face_only else img), reduced
 
 
 class TrainTransform:
@@ -229,10 +236,11 @@ def eval_pair(data: bytes, draft: int, faces: FaceGeometry | None = None):
     re-encoder or a resizer in the wild does, and as ``evaluate.launder_record`` does. Starting
     them from the reduced decode measured a model with a smaller input than the files on other
     images: "halved" was a quarter of a 250 px photo for a 125 px model."""
-    scanned = decode_rgb(data, draft=draft, faces=faces)
-    if scanned is None:
+    got = _decode(data, draft, faces)
+    if got is None or got[0] is None:
         return None
-    full = decode_rgb(data, faces=faces)
+    scanned, reduced = got
+    full = decode_rgb(data, faces=faces) if reduced else None  # else the decode was full size
     return scanned, full if full is not None else scanned
 
 
