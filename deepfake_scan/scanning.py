@@ -106,12 +106,12 @@ def scan(source: str, out: str, **options: object) -> ScanSummary:
             face_detector(card.face_geometry or FaceGeometry())
         except RuntimeError as e:
             raise ScanError(f"--faces: {e}") from None
-    if opts.faces and card.face_geometry is None:
-        log.warning(
-            "%s was not trained on face crops; --faces crops with the default geometry %s",
-            card.model_id,
-            FaceGeometry(),
-        )
+        if card.face_geometry is None:
+            log.warning(
+                "%s was not trained on face crops; --faces crops with the default geometry %s",
+                card.model_id,
+                FaceGeometry(),
+            )
     summary = ScanSummary(
         opts.run_id or new_run_id(),
         source,
