@@ -198,15 +198,17 @@ def actor_resources(opts: ScanOptions) -> tuple[int, dict]:
         n = opts.concurrency or max(1, int(gpus // num_gpus))
         return n, {"num_gpus": num_gpus, "num_cpus": 1, "threads": 2, "decode_tasks": decode_tasks}
     # CPU only: the model is the expensive step, but actors holding every CPU starve the decode
-    # tasks and the pipeline stalls (measured here on 2 cores). Actors reserve half of what the
-    # decoders leave, so a second scan on the same cluster still finds room; their torch
-    # threads, not the reservation, decide how many cores they really use. One actor per core,
-    # each with one torch thread: a forward of a few images splits poorly over threads, and a
-    # threaded actor sharing its cores with decode tasks left them idle (6,000-image scan here:
-    # one actor of 2 threads 78 images/s, cores 1.6 busy; two of one thread 105, cores 2.0).
+    # tasks and the pipeline stalls (measured here on 2 cores). A scan's actors together reserve
+    # half of what the decoders leave, so a second scan on the same cluster still finds room
+    # (with a floor of 0.5 CPU per actor, two scans of two actors held all 2 CPUs and both
+    # hung); their torch threads, not the reservation, decide how many cores they really use.
+    # One actor per core, each with one torch thread: a forward of a few images splits poorly
+    # over threads, and a threaded actor sharing its cores with decode tasks left them idle
+    # (6,000-image scan here: one actor of 2 threads 78 images/s, cores 1.6 busy; two of one
+    # thread 105, cores 2.0).
     n = opts.concurrency or cpus
     decode_cpus = max(1, cpus // 4)
-    share = min(max(0.5, (cpus - decode_cpus) / n / 2), node_cpus / 2)
+    share = max(0.01, min((cpus - decode_cpus) / n / 2, node_cpus / 2))
     threads = max(1, min(math.ceil(cpus / n), int(node_cpus)))
     return n, {"num_gpus": 0, "num_cpus": share, "threads": threads, "decode_tasks": decode_tasks}
 

@@ -141,3 +141,15 @@ def test_small_images_are_scored_with_the_models_upsample_calibration(tmp_path, 
             assert score == pytest.approx(float(without.predict([img])[0]), abs=1e-5)
         else:
             assert abs(score - float(without.predict([img])[0])) > 0.01
+
+
+def test_two_scans_actors_leave_cpus_for_decoding():
+    """Two scans on one cluster: their actors' reservations together still leave room for
+    decode tasks, or both scans wait for input forever."""
+    import ray
+
+    from deepfake_scan.scanning import DECODE_CPUS, ScanOptions, actor_resources
+
+    n, res = actor_resources(ScanOptions())
+    assert n >= 1 and res["threads"] >= 1
+    assert 2 * n * res["num_cpus"] + DECODE_CPUS <= ray.cluster_resources()["CPU"] - 0.5
