@@ -4,12 +4,12 @@
 
 Prints, for N generated 1024x768 JPEGs: model-forward-only images/s, in one process on all
 cores' threads and in one process per core of one thread each (as the scan's CPU actors run);
-reduced-size decode images/s per core; the machine's limit (the faster forward + reduced decode,
-both cores busy); a plain single-process loop (PIL full decode + resize + forward, batch 64; a
-steady rate, timed on the first 3,000 images); the whole ``deepfake-scan scan`` command
-(start-up included) with its peak memory (all processes, PSS) at N/10 and N images, and from the
-two its marginal (steady-state) rate and fixed start-up. With ``--faces``: also decode + face
-search per core, and ``scan --faces`` on N images.
+reduced-size decode images/s per core, every core decoding at once; the machine's limit (the
+faster forward + reduced decode, both cores busy); a plain single-process loop (PIL full decode
++ resize + forward, batch 64; a steady rate, timed on the first 3,000 images); the whole
+``deepfake-scan scan`` command (start-up included) with its peak memory (all processes, PSS) at
+N/10 and N images, and from the two its marginal (steady-state) rate and fixed start-up. With
+``--faces``: also decode + face search per core, and ``scan --faces`` on N images.
 """
 
 from __future__ import annotations
@@ -74,14 +74,12 @@ def forward_rate(detector, batch: int = 64, seconds: float = 10.0) -> float:
     return n / (time.perf_counter() - start)
 
 
-def per_core_forward_rate(model: str | None, cores: int) -> float:
-    """Forward-only images/s of ``cores`` processes at once, one torch thread each: how the scan's
-    CPU actors run (one per core)."""
+def on_every_core(target, cores: int, *args) -> float:
+    """Sum of ``target(*args)``'s images/s run in ``cores`` processes at once, one torch thread
+    each: every core busy, as in a scan (its CPU actors run one per core beside decode tasks)."""
     ctx = multiprocessing.get_context("spawn")
     ready, rates = ctx.Barrier(cores), ctx.Queue()
-    procs = [
-        ctx.Process(target=_one_thread_forward, args=(model, ready, rates)) for _ in range(cores)
-    ]
+    procs = [ctx.Process(target=_timed, args=(target, ready, rates, args)) for _ in range(cores)]
     for p in procs:
         p.start()
     total = sum(rates.get() for _ in procs)
@@ -90,15 +88,20 @@ def per_core_forward_rate(model: str | None, cores: int) -> float:
     return total
 
 
-def _one_thread_forward(model: str | None, ready, rates) -> None:
+def _timed(target, ready, rates, args) -> None:
     torch.set_num_threads(1)
+    rates.put(target(ready, *args))
+
+
+def one_thread_forward(ready, model: str | None) -> float:
     detector = load_detector(model)
     ready.wait()  # all loaded: the forwards overlap
-    rates.put(forward_rate(detector))
+    return forward_rate(detector)
 
 
-def decode_rate(paths: list[Path], pre, count: int = 300) -> float:
+def decode_rate(ready, paths: list[Path], pre, count: int = 300) -> float:
     blobs = [p.read_bytes() for p in paths[:count]]
+    ready.wait()
     start = time.perf_counter()
     for blob in blobs:
         img, _, _ = open_image(blob, draft=pre.input_size)
@@ -187,8 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     detector = load_detector(args.model)
     pre = detector.card.preprocessing
     fwd = forward_rate(detector)
-    fwd_per_core = per_core_forward_rate(args.model, cores)
-    dec = decode_rate(paths, pre)
+    fwd_per_core = on_every_core(one_thread_forward, cores, args.model)
+    dec = on_every_core(decode_rate, cores, paths, pre) / cores
     limit = 1.0 / (1.0 / max(fwd, fwd_per_core) + 1.0 / (dec * cores))
     plain = plain_loop_rate(paths[:3000], detector)  # a steady rate: 3,000 images show it
     n_small = args.n // 10
@@ -205,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         f"model forward, 1 per core   {fwd_per_core:8.1f} images/s "
         f"({cores} processes, 1 thread each)"
     )
-    print(f"reduced-size decode         {dec:8.1f} images/s per core")
+    print(f"reduced-size decode         {dec:8.1f} images/s per core (every core decoding)")
     print(f"machine limit               {limit:8.1f} images/s (forward + decode, all cores)")
     print(f"plain loop (full decode)    {plain:8.1f} images/s")
     print(
