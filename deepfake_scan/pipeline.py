@@ -16,7 +16,7 @@ import numpy as np
 from deepfake_scan.decode import decode
 from deepfake_scan.faces import FaceGeometry
 from deepfake_scan.preprocess import Preprocessing
-from deepfake_scan.sources import Input, iter_records
+from deepfake_scan.sources import Input, read_inputs
 
 
 def _empty(n: int, size: int, faces: bool) -> dict[str, np.ndarray]:
@@ -64,30 +64,30 @@ def read_decode(
     pre = Preprocessing.from_dict(preprocessing)
     geometry = FaceGeometry.from_dict(faces) if faces else None
     out, n = _empty(rows_per_batch, pre.input_size, bool(faces)), 0
-    for i in range(len(batch["uri"])):
-        inp = Input(batch["uri"][i], batch["kind"][i], int(batch["size"][i]), batch["etag"][i])
-        done = set(batch["done"][i]) if "done" in batch and batch["done"][i] is not None else ()
-        for rec in iter_records(inp, image_column, key_column, max_bytes):
-            if rec.uri in done:
-                continue
-            d = decode(rec.data, pre, max_pixels, geometry) if rec.error is None else None
-            out["uri"][n], out["source_etag"][n], out["key"][n] = rec.uri, inp.etag, rec.key or ""
-            if d is None:
-                out["error"][n] = rec.error
-            else:
-                out["sha256"][n], out["error"][n] = d.sha256 or "", d.error or ""
-                out["format"][n] = d.format or ""
-                if d.pixels is not None:
-                    out["pixels"][n] = d.pixels
-                    out["width"][n], out["height"][n] = d.width, d.height
-                if d.faces is not None:
-                    out["face_pixels"][n] = d.face_pixels.tobytes()
-                    out["face_boxes"][n] = json.dumps([list(f.__dict__.values()) for f in d.faces])
-                    out["face_sides"][n] = json.dumps(d.face_sides)
-            n += 1
-            if n == rows_per_batch:
-                yield out
-                out, n = _empty(rows_per_batch, pre.input_size, bool(faces)), 0
+    cols = zip(batch["uri"], batch["kind"], batch["size"], batch["etag"], strict=True)
+    inputs = [Input(uri, kind, int(size), etag) for uri, kind, size, etag in cols]
+    done = [set(d) if d is not None else set() for d in batch.get("done", [None] * len(inputs))]
+    for i, rec in read_inputs(inputs, image_column, key_column, max_bytes):
+        if rec.uri in done[i]:
+            continue
+        d = decode(rec.data, pre, max_pixels, geometry) if rec.error is None else None
+        out["uri"][n], out["source_etag"][n], out["key"][n] = rec.uri, inputs[i].etag, rec.key or ""
+        if d is None:
+            out["error"][n] = rec.error
+        else:
+            out["sha256"][n], out["error"][n] = d.sha256 or "", d.error or ""
+            out["format"][n] = d.format or ""
+            if d.pixels is not None:
+                out["pixels"][n] = d.pixels
+                out["width"][n], out["height"][n] = d.width, d.height
+            if d.faces is not None:
+                out["face_pixels"][n] = d.face_pixels.tobytes()
+                out["face_boxes"][n] = json.dumps([list(f.__dict__.values()) for f in d.faces])
+                out["face_sides"][n] = json.dumps(d.face_sides)
+        n += 1
+        if n == rows_per_batch:
+            yield out
+            out, n = _empty(rows_per_batch, pre.input_size, bool(faces)), 0
     if n:
         yield {k: v[:n] for k, v in out.items()}
 

@@ -12,7 +12,7 @@ import io
 import posixpath
 import tarfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain, islice
 
@@ -209,6 +209,29 @@ def iter_records(
         yield from _parquet_records(inp, image_column, key_column)
     else:
         yield _file_record(inp, max_bytes)
+
+
+def read_inputs(
+    inputs: list[Input],
+    image_column: str = "image",
+    key_column: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    threads: int = 8,
+) -> Iterator[tuple[int, Record]]:
+    """Every record of ``inputs``, in order, with its input's index. Plain files are read
+    ``threads`` at a time, ahead of the caller: on object storage each read waits on the network,
+    and a decode task reading one file at a time would wait longer than it decodes."""
+    files = (i for i, inp in enumerate(inputs) if inp.kind == "file")
+    ahead: dict[int, Future[Record]] = {}
+    with ThreadPoolExecutor(threads, thread_name_prefix="deepfake-scan-read") as pool:
+        for i, inp in enumerate(inputs):
+            while len(ahead) < 2 * threads and (j := next(files, None)) is not None:
+                ahead[j] = pool.submit(_file_record, inputs[j], max_bytes)
+            if i in ahead:
+                yield i, ahead.pop(i).result()
+            else:
+                for rec in iter_records(inp, image_column, key_column, max_bytes):
+                    yield i, rec
 
 
 def _file_record(inp: Input, max_bytes: int) -> Record:

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from deepfake_scan.errors import ScanError
-from deepfake_scan.sources import Input, iter_records, list_inputs
+from deepfake_scan.sources import Input, iter_records, list_inputs, read_inputs
 from tests.fixtures import add_member, image_bytes, tar_bytes
 
 
@@ -172,3 +172,22 @@ def test_vanished_file_is_a_read_error(tmp_path):
     inp = Input(str(tmp_path / "gone.jpg"), "file", 10, "x")
     (rec,) = iter_records(inp)
     assert rec.data is None and rec.error.startswith("read_error: ")
+
+
+def test_files_read_ahead_come_back_in_order_between_container_members(tmp_path):
+    """Plain files are read several at a time; records still come in listing order, each with
+    its input, and a file gone before it is read is a read error in its place."""
+    for k in range(40):
+        (tmp_path / f"f{k:02d}.jpg").write_bytes(bytes([k]) * (k + 1))
+    (tmp_path / "f20.tar").write_bytes(tar_bytes({"a.jpg": b"A", "b.jpg": b"B"}))
+    inputs = list(list_inputs(str(tmp_path)))
+    (tmp_path / "f30.jpg").unlink()
+    got = list(read_inputs(inputs, threads=3))
+    assert all(inputs[i].uri == r.uri.split("#")[0] for i, r in got)  # each with its own input
+    uris = [r.uri.removeprefix(str(tmp_path) + "/") for _, r in got]
+    files = [f"f{k:02d}.jpg" for k in range(40)]
+    assert uris == files[:21] + ["f20.tar#a.jpg", "f20.tar#b.jpg"] + files[21:]
+    data = {u: (r.data, r.error) for u, (_, r) in zip(uris, got, strict=True)}
+    assert data["f07.jpg"] == (bytes([7]) * 8, None)
+    assert data["f30.jpg"][0] is None and data["f30.jpg"][1].startswith("read_error")
+    assert data["f20.tar#b.jpg"] == (b"B", None)
