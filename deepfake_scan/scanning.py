@@ -213,8 +213,9 @@ def actor_resources(opts: ScanOptions) -> tuple[int, dict]:
     threads = max(1, min(math.ceil(cpus / n), int(node_cpus)))
     # Decode tasks: one per three cores. A task decodes about four times what a one-thread actor
     # scores, and fewer busy processes take fewer turns on the cores (3,000 images on 2 cores:
-    # two tasks 84 images/s, one 94).
-    decode_tasks = math.ceil(cpus / 3)
+    # two tasks 84 images/s, one 94). A face search costs about as much as the forward, so with
+    # --faces decoding gets every core but one, as beside a GPU.
+    decode_tasks = max(2, cpus - 1) if opts.faces else math.ceil(cpus / 3)
     return n, {"num_gpus": 0, "num_cpus": share, "threads": threads, "decode_tasks": decode_tasks}
 
 
