@@ -31,10 +31,11 @@ from deepfake_scan.store import VERDICT_SCHEMA, CommittedKeys, VerdictStore, new
 log = logging.getLogger(__name__)
 # Decoding at the model's input size is light, and what a decode task reserves is only Ray's
 # bookkeeping: the task pool's size, not this, caps how many run. Ray Data grants an operator a
-# share of the CPUs the actors leave; at 0.25 a task only one decode task fit in that share on 2
-# cores and the actors waited for input (30,000 images: cores 1.8 busy, 112.7 images/s; at 0.1,
-# two tasks: 2.0 busy, 119.6). (Differing from the actors' request also keeps Ray from fusing
-# decode into the actor pool, where it would serialise decoding with the model.)
+# share of the CPUs the actors leave; at 0.25 a task, only one of two decode tasks fit in that
+# share on 2 cores and the actors waited for input (30,000 images: cores 1.8 busy, 112.7
+# images/s; at 0.1, both tasks ran: 2.0 busy, 119.6). (Differing from the actors' request also
+# keeps Ray from fusing decode into the actor pool, where it would serialise decoding with the
+# model.)
 DECODE_CPUS = 0.1
 
 
