@@ -217,17 +217,25 @@ def read_inputs(
     key_column: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     threads: int = 8,
+    ahead_bytes: int = 64 * 2**20,
 ) -> Iterator[tuple[int, Record]]:
     """Every record of ``inputs``, in order, with its input's index. Plain files are read
     ``threads`` at a time, ahead of the caller: on object storage each read waits on the network,
-    and a decode task reading one file at a time would wait longer than it decodes."""
-    files = (i for i, inp in enumerate(inputs) if inp.kind == "file")
+    and a decode task reading one file at a time would wait longer than it decodes. Files read
+    ahead hold at most ``ahead_bytes`` (or one file, whatever its size)."""
+    files = [i for i, inp in enumerate(inputs) if inp.kind == "file"]
     ahead: dict[int, Future[Record]] = {}
+    held, nxt = 0, 0
     with ThreadPoolExecutor(threads, thread_name_prefix="deepfake-scan-read") as pool:
         for i, inp in enumerate(inputs):
-            while len(ahead) < 2 * threads and (j := next(files, None)) is not None:
+            while nxt < len(files) and len(ahead) < 2 * threads:
+                j = files[nxt]
+                if ahead and held + inputs[j].size > ahead_bytes:
+                    break
                 ahead[j] = pool.submit(_file_record, inputs[j], max_bytes)
+                held, nxt = held + inputs[j].size, nxt + 1
             if i in ahead:
+                held -= inp.size
                 yield i, ahead.pop(i).result()
             else:
                 for rec in iter_records(inp, image_column, key_column, max_bytes):

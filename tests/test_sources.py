@@ -191,3 +191,23 @@ def test_files_read_ahead_come_back_in_order_between_container_members(tmp_path)
     assert data["f07.jpg"] == (bytes([7]) * 8, None)
     assert data["f30.jpg"][0] is None and data["f30.jpg"][1].startswith("read_error")
     assert data["f20.tar#b.jpg"] == (b"B", None)
+
+
+def test_files_read_ahead_stay_within_the_byte_budget(tmp_path, monkeypatch):
+    """Enormous files are not read ahead all at once: with a budget below one file's size, each
+    file is read only once the one before it has been handed on."""
+    from deepfake_scan import sources
+
+    for k in range(6):
+        (tmp_path / f"f{k}.jpg").write_bytes(b"x" * 1000)
+    inputs = list(list_inputs(str(tmp_path)))
+    events = []
+    read = sources._file_record
+    monkeypatch.setattr(
+        sources,
+        "_file_record",
+        lambda inp, mb: (events.append(("read", inp.uri)), read(inp, mb))[1],
+    )
+    for _, rec in read_inputs(inputs, ahead_bytes=500):
+        events.append(("got", rec.uri))
+    assert events == [(e, inp.uri) for inp in inputs for e in ("read", "got")]
