@@ -16,7 +16,7 @@ import numpy as np
 from deepfake_scan.decode import decode
 from deepfake_scan.faces import FaceGeometry
 from deepfake_scan.preprocess import Preprocessing
-from deepfake_scan.sources import Input, read_inputs
+from deepfake_scan.sources import batch_inputs, read_inputs
 
 
 def _empty(n: int, size: int, faces: bool) -> dict[str, np.ndarray]:
@@ -64,8 +64,7 @@ def read_decode(
     pre = Preprocessing.from_dict(preprocessing)
     geometry = FaceGeometry.from_dict(faces) if faces else None
     out, n = _empty(rows_per_batch, pre.input_size, bool(faces)), 0
-    cols = zip(batch["uri"], batch["kind"], batch["size"], batch["etag"], strict=True)
-    inputs = [Input(uri, kind, int(size), etag) for uri, kind, size, etag in cols]
+    inputs = batch_inputs(batch)
     done = [set(d) if d is not None else set() for d in batch.get("done", [None] * len(inputs))]
     for i, rec in read_inputs(inputs, image_column, key_column, max_bytes):
         if rec.uri in done[i]:

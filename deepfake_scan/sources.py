@@ -211,6 +211,12 @@ def iter_records(
         yield _file_record(inp, max_bytes)
 
 
+def batch_inputs(batch: dict) -> list[Input]:
+    """The listed inputs of a Ray batch (columns uri, kind, size, etag)."""
+    cols = zip(batch["uri"], batch["kind"], batch["size"], batch["etag"], strict=True)
+    return [Input(uri, kind, int(size), etag) for uri, kind, size, etag in cols]
+
+
 def read_inputs(
     inputs: list[Input],
     image_column: str = "image",

@@ -1,6 +1,6 @@
 """An evaluation end to end: list the labelled sources, launder and score on Ray, report.
 
-Reading is the scan's (``list_inputs`` / ``iter_records``: folders, tar shards, Parquet, local or
+Reading is the scan's (``list_inputs`` / ``read_inputs``: folders, tar shards, Parquet, local or
 s3://); decoding and laundering run as CPU tasks; scoring and the attacks run in an actor pool
 sized as the scan sizes its detectors (GPU when the cluster has one). Only labels, scores and
 uris come back to the driver.

@@ -17,7 +17,7 @@ from deepfake_scan.evaluate.attacks import ATTACKS, EPSILONS, PGD_STEPS, attack_
 from deepfake_scan.evaluate.launder import launder_record
 from deepfake_scan.pipeline import Scorer
 from deepfake_scan.preprocess import Preprocessing
-from deepfake_scan.sources import DEFAULT_MAX_BYTES, Input, iter_records
+from deepfake_scan.sources import DEFAULT_MAX_BYTES, batch_inputs, read_inputs
 
 
 def picked_for_attack(sha256: str, label: int, share: float) -> bool:
@@ -58,23 +58,21 @@ def read_views(
     """
     pre = Preprocessing.from_dict(preprocessing)
     out, n = _empty(rows_per_batch, len(views), pre.input_size), 0
-    for i in range(len(batch["uri"])):
-        inp = Input(batch["uri"][i], batch["kind"][i], int(batch["size"][i]), batch["etag"][i])
+    for i, rec in read_inputs(batch_inputs(batch), image_column, None, max_bytes):
         label = int(batch["label"][i])
-        for rec in iter_records(inp, image_column, None, max_bytes):
-            out["uri"][n], out["source"][n], out["label"][n] = rec.uri, batch["source"][i], label
-            if rec.error is not None:
-                out["error"][n] = rec.error
-            else:
-                decoded, pixels, sizes = launder_record(rec.data, pre, views, max_pixels)
-                out["sha256"][n], out["error"][n] = decoded.sha256 or "", decoded.error or ""
-                if pixels is not None:
-                    out["pixels"][n], out["sizes"][n] = pixels, sizes
-                    out["attack"][n] = picked_for_attack(decoded.sha256 or "", label, attack_share)
-            n += 1
-            if n == rows_per_batch:
-                yield out
-                out, n = _empty(rows_per_batch, len(views), pre.input_size), 0
+        out["uri"][n], out["source"][n], out["label"][n] = rec.uri, batch["source"][i], label
+        if rec.error is not None:
+            out["error"][n] = rec.error
+        else:
+            decoded, pixels, sizes = launder_record(rec.data, pre, views, max_pixels)
+            out["sha256"][n], out["error"][n] = decoded.sha256 or "", decoded.error or ""
+            if pixels is not None:
+                out["pixels"][n], out["sizes"][n] = pixels, sizes
+                out["attack"][n] = picked_for_attack(decoded.sha256 or "", label, attack_share)
+        n += 1
+        if n == rows_per_batch:
+            yield out
+            out, n = _empty(rows_per_batch, len(views), pre.input_size), 0
     if n:
         yield {k: v[:n] for k, v in out.items()}
 

@@ -72,11 +72,10 @@ def read_labelled(batch: dict[str, np.ndarray], val_fraction: float, test_fracti
     Records that cannot be read are dropped here (training needs pixels); the count of dropped
     records is what ``dataset_summary`` reports as ``unreadable``.
     """
-    from deepfake_scan.sources import Input, iter_records, read_record
+    from deepfake_scan.sources import batch_inputs, iter_records, read_record
 
     out: dict[str, list] = {k: [] for k in ("uri", "sha256", "label", "split", "data", "error")}
-    for i in range(len(batch["uri"])):
-        inp = Input(batch["uri"][i], batch["kind"][i], int(batch["size"][i]), batch["etag"][i])
+    for i, inp in enumerate(batch_inputs(batch)):
         records = [read_record(inp.uri)] if inp.kind == "record" else iter_records(inp)
         for rec in records:
             sha = hashlib.sha256(rec.data).hexdigest() if rec.data else ""
