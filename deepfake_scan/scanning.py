@@ -193,11 +193,12 @@ def actor_resources(opts: ScanOptions) -> tuple[int, dict]:
     num_gpus = opts.num_gpus if opts.num_gpus is not None else (1.0 if gpus else 0.0)
     # Decode tasks at a time. Each task needs its own worker process, and a burst of them
     # starting at once held the actor's start back by ~10 s on 2 cores (first scored batch 26 s
-    # -> 16 s after launch when capped at 2 here). Beside a GPU, decoding is the limit: every
-    # core but the actor's.
+    # -> 16 s after launch when capped at 2 here). Where decoding is the limit (beside a GPU, or
+    # with a face search), every core but one decodes.
+    all_but_one = max(2, cpus - 1)
     if num_gpus > 0:
         n = opts.concurrency or max(1, int(gpus // num_gpus))
-        res = {"num_gpus": num_gpus, "num_cpus": 1, "threads": 2, "decode_tasks": max(2, cpus - 1)}
+        res = {"num_gpus": num_gpus, "num_cpus": 1, "threads": 2, "decode_tasks": all_but_one}
         return n, res
     # CPU only: the model is the expensive step, but actors holding every CPU starve the decode
     # tasks and the pipeline stalls (measured here on 2 cores). A scan's actors together reserve
@@ -214,9 +215,8 @@ def actor_resources(opts: ScanOptions) -> tuple[int, dict]:
     threads = max(1, min(math.ceil(cpus / n), int(node_cpus)))
     # Decode tasks: one per three cores. A task decodes about four times what a one-thread actor
     # scores, and fewer busy processes take fewer turns on the cores (3,000 images on 2 cores:
-    # two tasks 84 images/s, one 94). A face search costs about as much as the forward, so with
-    # --faces decoding gets every core but one, as beside a GPU.
-    decode_tasks = max(2, cpus - 1) if opts.faces else math.ceil(cpus / 3)
+    # two tasks 84 images/s, one 94). A face search costs about as much as the forward.
+    decode_tasks = all_but_one if opts.faces else math.ceil(cpus / 3)
     return n, {"num_gpus": 0, "num_cpus": share, "threads": threads, "decode_tasks": decode_tasks}
 
 
