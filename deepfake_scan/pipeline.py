@@ -17,6 +17,7 @@ from deepfake_scan.decode import decode
 from deepfake_scan.faces import FaceGeometry
 from deepfake_scan.preprocess import Preprocessing
 from deepfake_scan.sources import batch_inputs, read_inputs
+from deepfake_scan.startup import collector_paused
 
 
 def _empty(n: int, size: int, faces: bool) -> dict[str, np.ndarray]:
@@ -104,13 +105,14 @@ class Scorer:
         batch_size: int = 64,
         precision: str = "auto",
     ):
-        import torch
+        with collector_paused(freeze=True):  # an actor's process is ours
+            import torch
 
-        from deepfake_scan.detector import load_detector
+            from deepfake_scan.detector import load_detector
 
-        if num_threads:
-            torch.set_num_threads(num_threads)
-        self.detector = load_detector(model, precision=precision)
+            if num_threads:
+                torch.set_num_threads(num_threads)
+            self.detector = load_detector(model, precision=precision)
         card = self.detector.card
         self.threshold = card.threshold if threshold is None else threshold
         self.band = tuple(card.review_band) if review_band is None else tuple(review_band)

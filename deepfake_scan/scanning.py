@@ -13,6 +13,7 @@ import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -23,8 +24,9 @@ from deepfake_scan.decode import DEFAULT_MAX_PIXELS
 from deepfake_scan.detector import check_precision
 from deepfake_scan.errors import ScanError
 from deepfake_scan.faces import FaceGeometry, face_detector
-from deepfake_scan.models.artifact import ModelCard, load_model
+from deepfake_scan.models.artifact import ModelCard, build_model, default_model_uri, read_model
 from deepfake_scan.sources import DEFAULT_MAX_BYTES, Input, list_inputs
+from deepfake_scan.startup import collector_paused
 from deepfake_scan.storage import set_s3_endpoint, storage_errors, worker_env
 from deepfake_scan.store import VERDICT_SCHEMA, CommittedKeys, VerdictStore, new_run_id
 
@@ -104,7 +106,7 @@ def scan(source: str, out: str, **options: object) -> ScanSummary:
     store = VerdictStore(out)
     store.check_writable()
     with storage_errors("model not readable", opts.model or "bundled model"):
-        _, card = load_model(opts.model)
+        card, weights = read_model(opts.model)  # the model id; build_model below checks the rest
     if opts.faces:
         try:  # a face search that cannot run would make every image an error row
             face_detector(card.face_geometry or FaceGeometry())
@@ -133,8 +135,15 @@ def scan(source: str, out: str, **options: object) -> ScanSummary:
     keys.refresh()
     items, summary.skipped = _work_items(inputs, keys, keys.model_key(card.model_id))
     summary.inputs = len(items) + summary.skipped
+    # Building the model checks that its weights fit its architecture: ~1 s of one core with
+    # the torch and torchvision imports. It runs beside ray.init, which leaves the cores half
+    # idle while Ray's processes start (a bad model is then reported just after Ray is up).
+    with ThreadPoolExecutor(1) as pool, collector_paused():
+        built = pool.submit(build_model, card, weights, opts.model or default_model_uri())
+        if items:
+            init_ray(opts.address)
+        built.result()
     if items:
-        init_ray(opts.address)
         batches = _dataset(items, card, opts, summary.run_id).iter_batches(
             batch_size=None, batch_format="numpy"
         )

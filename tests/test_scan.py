@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
+import shutil
 
 import duckdb
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 from PIL import Image
 
 import deepfake_scan
+from deepfake_scan.errors import ScanError
 from deepfake_scan.store import VERDICT_SCHEMA, VerdictStore
 from tests.fixtures import image_bytes, make_sample_archive
 
@@ -141,6 +144,26 @@ def test_small_images_are_scored_with_the_models_upsample_calibration(tmp_path, 
             assert score == pytest.approx(float(without.predict([img])[0]), abs=1e-5)
         else:
             assert abs(score - float(without.predict([img])[0])) > 0.01
+
+
+def test_weights_that_do_not_fit_the_architecture_stop_the_scan(archive, tmp_path, tiny_model):
+    """The driver builds the model beside Ray's start: weights that do not fit still stop the
+    scan with one clear error and nothing written, and the caller's garbage collector is left
+    as it was (paused during start-up, never frozen in a user's process)."""
+    wrong = tmp_path / "wrong"
+    shutil.copytree(tiny_model, wrong)
+    card = json.loads((wrong / "model.json").read_text())
+    card["arch_kwargs"] = {"width": 16}  # the weights are for width 8
+    (wrong / "model.json").write_text(json.dumps(card))
+    root, _ = archive
+    out = str(tmp_path / "out")
+    frozen = gc.get_freeze_count()
+    with pytest.raises(ScanError, match="model_error: cannot load .* as small_cnn"):
+        deepfake_scan.scan(str(root), out, model=str(wrong))
+    assert deepfake_scan.read_verdicts(out).num_rows == 0
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
+    deepfake_scan.scan(str(root), out, model=tiny_model, max_pixels=MAX_PIXELS)
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
 
 
 def test_two_scans_actors_leave_cpus_for_decoding():
