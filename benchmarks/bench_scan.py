@@ -151,13 +151,17 @@ def scan_command(
         cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     peak, parent = 0, psutil.Process(proc.pid)
-    while proc.poll() is None:
+    while True:
         try:
             procs = [parent, *parent.children(recursive=True)]
             peak = max(peak, sum(pss(p) for p in procs))
         except psutil.Error:
             pass
-        time.sleep(1.0)  # reading PSS walks each process's pages (~5 ms for a torch worker)
+        try:  # once a second: reading PSS walks each process's pages (~5 ms for a torch worker)
+            proc.wait(timeout=1.0)  # returns when the scan ends, not at the next whole second
+            break
+        except subprocess.TimeoutExpired:
+            pass
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"scan failed with exit code {proc.returncode}")
