@@ -13,7 +13,6 @@ import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -24,7 +23,7 @@ from deepfake_scan.decode import DEFAULT_MAX_PIXELS
 from deepfake_scan.detector import check_precision
 from deepfake_scan.errors import ScanError
 from deepfake_scan.faces import FaceGeometry, face_detector
-from deepfake_scan.models.artifact import ModelCard, build_model, default_model_uri, read_model
+from deepfake_scan.models.artifact import ModelCard, load_model
 from deepfake_scan.sources import DEFAULT_MAX_BYTES, Input, list_inputs
 from deepfake_scan.startup import collector_paused
 from deepfake_scan.storage import set_s3_endpoint, storage_errors, worker_env
@@ -105,8 +104,10 @@ def scan(source: str, out: str, **options: object) -> ScanSummary:
     inputs = list_inputs(source, opts.manifest)  # checked now, streamed when consumed
     store = VerdictStore(out)
     store.check_writable()
-    with storage_errors("model not readable", opts.model or "bundled model"):
-        card, weights = read_model(opts.model)  # the model id; build_model below checks the rest
+    # Start-up (torchvision's import and the model's build here, ray.init below) makes objects
+    # that live as long as the process: no collections while it runs (deepfake_scan.startup).
+    with storage_errors("model not readable", opts.model or "bundled model"), collector_paused():
+        _, card = load_model(opts.model)
     if opts.faces:
         try:  # a face search that cannot run would make every image an error row
             face_detector(card.face_geometry or FaceGeometry())
@@ -135,15 +136,9 @@ def scan(source: str, out: str, **options: object) -> ScanSummary:
     keys.refresh()
     items, summary.skipped = _work_items(inputs, keys, keys.model_key(card.model_id))
     summary.inputs = len(items) + summary.skipped
-    # Building the model checks that its weights fit its architecture: ~1 s of one core with
-    # the torch and torchvision imports. It runs beside ray.init, which leaves the cores half
-    # idle while Ray's processes start (a bad model is then reported just after Ray is up).
-    with ThreadPoolExecutor(1) as pool, collector_paused():
-        built = pool.submit(build_model, card, weights, opts.model or default_model_uri())
-        if items:
-            init_ray(opts.address)
-        built.result()
     if items:
+        with collector_paused():
+            init_ray(opts.address)
         batches = _dataset(items, card, opts, summary.run_id).iter_batches(
             batch_size=None, batch_format="numpy"
         )

@@ -118,13 +118,11 @@ def read_card(uri: str | None = None) -> ModelCard:
 
 def load_model(uri: str | None = None) -> tuple[nn.Module, ModelCard]:
     """Build the architecture named in the card and load its weights; checks the weights hash."""
-    card, weights = read_model(uri)
-    return build_model(card, weights, uri or default_model_uri()), card
+    from safetensors import SafetensorError
+    from safetensors.torch import load
 
+    from deepfake_scan.models.registry import create_model
 
-def read_model(uri: str | None = None) -> tuple[ModelCard, bytes]:
-    """The card and the weights' bytes, checked to belong together (the card's weights hash):
-    enough for the model id, without torch. ``build_model`` checks the weights fit."""
     uri = uri or default_model_uri()
     card = read_card(uri)
     fs, path = get_fs(uri)
@@ -140,26 +138,17 @@ def read_model(uri: str | None = None) -> tuple[ModelCard, bytes]:
             f"model.json ({card.weights_sha256[:12]}); the files do not belong together"
         )
     card.weights_sha256 = digest
-    return card, blob
-
-
-def build_model(card: ModelCard, weights: bytes, uri: str) -> nn.Module:
-    """The card's architecture with ``weights`` (safetensors bytes) loaded, in eval mode; ``uri``
-    names the model in errors."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    from deepfake_scan.models.registry import create_model
-
     try:
         model = create_model(card.architecture, **card.arch_kwargs)
-        model.load_state_dict(load(weights), strict=True)
+        state = load(blob)
+        model.load_state_dict(state, strict=True)
     except (SafetensorError, RuntimeError, ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(
             f"model_error: cannot load {uri} as {card.architecture}: {first}"
         ) from None
-    return model.eval()
+    model.eval()
+    return model, card
 
 
 def is_local_dir(uri: str) -> bool:
