@@ -104,7 +104,7 @@ def scan(source: str, out: str, **options: object) -> ScanSummary:
     inputs = list_inputs(source, opts.manifest)  # checked now, streamed when consumed
     store = VerdictStore(out)
     store.check_writable()
-    # Start-up (torchvision's import and the model's build here, ray.init below) makes objects
+    # Start-up (torch's import and the model's build here, ray.init below) makes objects
     # that live as long as the process: no collections while it runs (deepfake_scan.startup).
     with storage_errors("model not readable", opts.model or "bundled model"), collector_paused():
         _, card = load_model(opts.model)

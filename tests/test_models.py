@@ -225,3 +225,43 @@ def test_models_ensemble_sums_members_at_their_own_sizes(tmp_path, tiny_model):
     assert (tmp_path / "ens" / "MODEL_CARD.md").read_text().count("small@") == 1
     assert load_detector(out).predict_pixels(np.zeros((1, 64, 64, 3), np.uint8)).shape == (1,)
     assert main(["models", "ensemble", tiny_model, "--out", out, *labelled]) == 2  # one model
+
+
+@pytest.mark.parametrize("arch", ["npr_resnet", "resnet18_cut"])
+def test_cut_resnets_are_torchvisions_resnet18_cut(arch):
+    """The cut ResNets, built without torchvision, are its ResNet-18's first stages: the same
+    parameter names and shapes (checkpoints of either load) and the same outputs."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    ours = create_model(arch).eval()
+    ref = torchvision.models.resnet18(weights=None).eval()
+    for m in ref.modules():  # trained-looking statistics, so BatchNorm does something
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    stages = [ref.layer1, ref.layer2, ref.layer3][: len(ours.body)]
+    theirs = torch.nn.Sequential(ref.conv1, ref.bn1, ref.relu, ref.maxpool, *stages)
+    mapped = {f"stem.{k}": v for k, v in torch.nn.Sequential(*theirs[:4]).state_dict().items()}
+    mapped |= {f"body.{k}": v for k, v in torch.nn.Sequential(*stages).state_dict().items()}
+    mapped |= {k: v for k, v in ours.state_dict().items() if k.startswith("head.")}
+    ours.load_state_dict(mapped, strict=True)  # every name and shape matches
+    x = torch.randn(2, 3, 96, 96)
+    with torch.inference_mode():
+        assert torch.equal(torch.nn.Sequential(ours.stem, ours.body)(x), theirs(x))
+        assert ours(x).shape == (2,)
+
+
+def test_loading_the_default_detector_does_not_import_torchvision():
+    """Scans start faster: the driver's model check and every detector actor load the default
+    model without torchvision's import (~0.9 s of a core each, for ``torch._dynamo``)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from deepfake_scan.detector import load_detector; load_detector(); "
+        "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

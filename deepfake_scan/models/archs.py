@@ -1,10 +1,14 @@
-"""Built-in architectures. Each returns a module emitting one logit per image."""
+"""Built-in architectures. Each returns a module emitting one logit per image.
+
+The default model's members (``npr_resnet``, ``resnet18_cut``) are built here without
+torchvision: its import pulls in ``torch._dynamo`` (~0.9 s of a core), paid by the scan's driver
+and by every detector actor as it starts. The others import it when they are built.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from deepfake_scan.models.registry import register
@@ -22,6 +26,8 @@ class _Squeeze(nn.Module):
 @register("mobilenet_v2")
 def mobilenet_v2(dropout: float = 0.3) -> nn.Module:
     """The background reading's MobileNetV2 real/fake classifier (random init here)."""
+    import torchvision
+
     net = torchvision.models.mobilenet_v2(weights=None)
     net.classifier = nn.Sequential(
         nn.Linear(net.last_channel, 512),
@@ -38,12 +44,16 @@ def mobilenet_v2(dropout: float = 0.3) -> nn.Module:
 
 @register("resnet18")
 def resnet18() -> nn.Module:
+    import torchvision
+
     net = torchvision.models.resnet18(weights=None, num_classes=1)
     return _Squeeze(net)
 
 
 @register("efficientnet_b0")
 def efficientnet_b0() -> nn.Module:
+    import torchvision
+
     net = torchvision.models.efficientnet_b0(weights=None, num_classes=1)
     return _Squeeze(net)
 
@@ -73,8 +83,34 @@ def small_cnn(width: int = 32) -> nn.Module:
     return _Squeeze(body)
 
 
+class BasicBlock(nn.Module):
+    """ResNet's basic block as torchvision builds it, its parameter names included: two 3x3
+    convolutions with BatchNorm, and the input (1x1-projected where the shape changes) added
+    before the last ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
 class ResNetCut(nn.Module):
-    """A ResNet-18 cut after ``stages`` stages, with global pooling and one logit.
+    """A ResNet-18 cut after ``stages`` stages, with global pooling and one logit. Its stem and
+    stages are torchvision's ResNet-18 (same layers, names and initialisation; a test holds them
+    to torchvision's outputs).
 
     With ``npr``, it reads the neighbouring-pixel-relation residual (NPR, CVPR 2024)
     ``x - up(down(x))``: only the local pixel correlations that generators and blending leave,
@@ -84,13 +120,24 @@ class ResNetCut(nn.Module):
 
     def __init__(self, stages: int = 2, npr: bool = True):
         super().__init__()
-        r = torchvision.models.resnet18(weights=None)
-        layers = [r.layer1, r.layer2, r.layer3, r.layer4][:stages]
         self.npr = npr
-        self.stem = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool)
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
+        )
+        layers, cin = [], 64
+        for i in range(stages):
+            cout = 64 * 2**i
+            stride = 1 if i == 0 else 2
+            layers.append(nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout)))
+            cin = cout
         self.body = nn.Sequential(*layers)
-        channels = 64 * 2 ** (stages - 1)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 1))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 1))
+        for m in self.modules():  # torchvision's ResNet initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.npr:
