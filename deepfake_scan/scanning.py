@@ -259,10 +259,12 @@ def _dataset(items: list[dict], card: ModelCard, opts: ScanOptions, run_id: str)
     n_actors, res = actor_resources(opts)
     env = worker_env_args()
     geometry = (card.face_geometry or FaceGeometry()) if opts.faces else None
-    # A decode task reads about one model batch of files (at least 32): its output goes to the
-    # actor whole, and half as many tasks as 32 files each (6,000-image scan: 116-124 -> 130-133
-    # images/s here).
-    files_per_block = max(32, opts.batch_size)
+    # A decode task reads two model batches of files (at least 32) and yields them one model
+    # batch at a time. Fewer, longer tasks: each task's start costs every process involved.
+    # 6,000-image scan, one batch of files per task against 32 files: 116-124 -> 130-133 images/s;
+    # 3,000-image scan (`python -m jobs.scan`, runs alternating), two batches against one: 30.8 s
+    # mean of six against 31.8 of three; four batches 31.4, eight 46 (too few tasks to share).
+    files_per_block = max(32, 2 * opts.batch_size)
     ds = input_dataset(items, n_actors, files_per_block).map_batches(
         read_decode,
         batch_size=None,
