@@ -6,6 +6,7 @@ crash loses at most the uncommitted tail and a rerun resumes where the last comm
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import math
@@ -184,6 +185,16 @@ def init_ray(address: str | None) -> None:
         log_to_driver=False,
         logging_level=logging.WARNING,
     )
+    # Ray's own exit handler sleeps 0.5 s first so that workers' last log lines print; none are
+    # forwarded here. Registered after it, this runs first and ends the session without the wait.
+    atexit.register(_end_ray)
+
+
+def _end_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def actor_resources(opts: ScanOptions) -> tuple[int, dict]:
