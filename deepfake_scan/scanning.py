@@ -186,7 +186,9 @@ def init_ray(address: str | None) -> None:
         logging_level=logging.WARNING,
     )
     # Ray's own exit handler sleeps 0.5 s first so that workers' last log lines print; none are
-    # forwarded here. Registered after it, this runs first and ends the session without the wait.
+    # forwarded here. Registered after it, this runs first and ends the session without the wait
+    # (once, however many sessions this process starts).
+    atexit.unregister(_end_ray)
     atexit.register(_end_ray)
 
 
