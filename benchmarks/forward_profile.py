@@ -63,15 +63,17 @@ def main() -> None:
     spans: dict[str, list[float]] = defaultdict(list)
     macs: dict[str, float] = {}
     convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    hooks = []
     for name, conv in convs:
-        conv.register_forward_pre_hook(lambda m, i, k=name: spans[k].append(-time.perf_counter()))
+        start = lambda m, i, k=name: spans[k].append(-time.perf_counter())  # noqa: E731
+        hooks.append(conv.register_forward_pre_hook(start))
 
         def done(m, i, out, k=name):
             spans[k][-1] += time.perf_counter()
             kh, kw = m.kernel_size
             macs[k] = out[0].numel() * kh * kw * m.in_channels // m.groups
 
-        conv.register_forward_hook(done)
+        hooks.append(conv.register_forward_hook(done))
     timed(forward, args.reps)
     print(f"\n{'convolution':40s} {'weight':>18s} {'ms/image':>9s} {'GMAC/s':>7s}")
     conv_ms = 0.0
@@ -81,9 +83,8 @@ def main() -> None:
         shape = "x".join(map(str, conv.weight.shape))
         print(f"{name:40s} {shape:>18s} {ms:9.3f} {macs[name] / ms / 1e6:7.1f}")
     print(f"{'all convolutions':40s} {'':>18s} {conv_ms:9.3f}  ({100 * conv_ms / total:.0f} %)")
-    for _, conv in convs:
-        conv._forward_pre_hooks.clear()
-        conv._forward_hooks.clear()
+    for hook in hooks:
+        hook.remove()
 
     # The other operators, by their own CPU time.
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
