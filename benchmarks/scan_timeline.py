@@ -81,9 +81,9 @@ def main() -> None:
     stamp("imports")
     sampler = Sampler()
 
-    def load_model(*a, **k):
-        result = load(*a, **k)
-        stamp("driver's model check")
+    def build_model(*a, **k):  # runs beside ray.init (scanning.scan)
+        result = build(*a, **k)
+        stamp("driver's model check (torch imported, model built)")
         return result
 
     def init_ray(*a, **k):
@@ -98,8 +98,8 @@ def main() -> None:
         sampler.verdicts += len(batch["uri"])
         return table(batch)
 
-    load, init, table = scanning.load_model, scanning.init_ray, scanning.verdict_table
-    scanning.load_model, scanning.init_ray = load_model, init_ray
+    build, init, table = scanning.build_model, scanning.init_ray, scanning.verdict_table
+    scanning.build_model, scanning.init_ray = build_model, init_ray
     scanning.verdict_table = verdict_table
     out = args.out or tempfile.mkdtemp(prefix="scan-timeline-")
     summary = deepfake_scan.scan(args.source, out, model=args.model, full=True)

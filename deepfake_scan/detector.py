@@ -11,16 +11,10 @@ from PIL import Image
 
 from deepfake_scan.metrics import calibrated
 from deepfake_scan.models.artifact import ModelCard, load_model
+from deepfake_scan.precision import check_precision
 from deepfake_scan.preprocess import fit_image, upscale_log2
 
 log = logging.getLogger(__name__)
-# "auto": fp16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16 / AMX), else fp32.
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
 
 
 def cpu_has_bf16() -> bool:
@@ -50,8 +44,8 @@ class Detector:
     """Fake probabilities for images. ``predict`` takes PIL images; ``predict_pixels`` takes the
     uint8 NHWC arrays the scan's decode step produces (already at the model's input size).
 
-    ``precision`` (see ``PRECISIONS``): bf16 on this project's 2-core AMX machine ran the default
-    model 2.9-3.1x faster than fp32, test AUC within 0.0002, probabilities within 0.019
+    ``precision`` (see ``precision.PRECISIONS``): bf16 on this project's 2-core AMX machine ran
+    the default model 2.9-3.1x faster than fp32, test AUC within 0.0002, probabilities within 0.019
     (``benchmarks/precision.py``).
 
     On CPU a forward takes at most ``CPU_FORWARD`` images, whatever the batch: activations of a

@@ -14,6 +14,7 @@ import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -21,10 +22,10 @@ import numpy as np
 import pyarrow as pa
 
 from deepfake_scan.decode import DEFAULT_MAX_PIXELS
-from deepfake_scan.detector import check_precision
 from deepfake_scan.errors import ScanError
 from deepfake_scan.faces import FaceGeometry, face_detector
-from deepfake_scan.models.artifact import ModelCard, load_model
+from deepfake_scan.models.artifact import ModelCard, build_model, default_model_uri, read_artifact
+from deepfake_scan.precision import check_precision
 from deepfake_scan.sources import DEFAULT_MAX_BYTES, Input, list_inputs
 from deepfake_scan.startup import collector_paused
 from deepfake_scan.storage import set_s3_endpoint, storage_errors, worker_env
@@ -62,7 +63,7 @@ class ScanOptions:
     manifest: str | None = None  # Parquet/CSV of URIs (or an S3 Inventory) instead of listing
     s3_endpoint: str | None = None  # S3-compatible store: sets AWS_ENDPOINT_URL_S3 (process-wide)
     faces: bool = False  # score each face (crops as the model card says) instead of whole images
-    precision: str = "auto"  # the model's arithmetic: auto, fp32, bf16, fp16 (detector.PRECISIONS)
+    precision: str = "auto"  # the model's arithmetic: auto, fp32, bf16, fp16 (precision.PRECISIONS)
 
 
 @dataclass
@@ -105,10 +106,8 @@ def scan(source: str, out: str, **options: object) -> ScanSummary:
     inputs = list_inputs(source, opts.manifest)  # checked now, streamed when consumed
     store = VerdictStore(out)
     store.check_writable()
-    # Start-up (torch's import and the model's build here, ray.init below) makes objects
-    # that live as long as the process: no collections while it runs (deepfake_scan.startup).
-    with storage_errors("model not readable", opts.model or "bundled model"), collector_paused():
-        _, card = load_model(opts.model)
+    with storage_errors("model not readable", opts.model or "bundled model"):
+        card, weights = read_artifact(opts.model)  # the card and the weights' hash; no torch
     if opts.faces:
         try:  # a face search that cannot run would make every image an error row
             face_detector(card.face_geometry or FaceGeometry())
@@ -127,19 +126,30 @@ def scan(source: str, out: str, **options: object) -> ScanSummary:
         card.model_id,
         started_at=datetime.now(timezone.utc).isoformat(),
     )
-    # --full scores everything again, but still never commits one key twice within this run or
-    # against a scan running at the same time: only commits from now on count for that.
-    keys = CommittedKeys(
-        store,
-        by_model_id=opts.rescan_on_model_change,
-        since=store.last_number() if opts.full else -1,
-    )
-    keys.refresh()
-    items, summary.skipped = _work_items(inputs, keys, keys.model_key(card.model_id))
-    summary.inputs = len(items) + summary.skipped
-    if items:
-        with collector_paused():
+    # The model's build checks that the weights fit before anything is read. It imports torch
+    # (1 s here, 2.5-4 s on a GPU machine), so where the scan starts its own Ray it runs beside
+    # the listing and ray.init. Connecting to a cluster is quick, and in a Ray job it replaces
+    # the driver's working directory under anything running beside it (torch's import then
+    # failed in os.getcwd()): there the build comes first. Start-up makes objects that live as
+    # long as the process: no collections while it runs (deepfake_scan.startup).
+    with ThreadPoolExecutor(1) as pool, collector_paused():
+        built = pool.submit(build_model, card, weights, opts.model or default_model_uri())
+        if _ray_address(opts.address):
+            built.result()
+        # --full scores everything again, but still never commits one key twice within this
+        # run or against a scan running at the same time: only commits from now on count.
+        keys = CommittedKeys(
+            store,
+            by_model_id=opts.rescan_on_model_change,
+            since=store.last_number() if opts.full else -1,
+        )
+        keys.refresh()
+        items, summary.skipped = _work_items(inputs, keys, keys.model_key(card.model_id))
+        summary.inputs = len(items) + summary.skipped
+        if items:
             init_ray(opts.address)
+        built.result()  # a ModelError (a ScanError) if the weights do not fit
+    if items:
         batches = _dataset(items, card, opts, summary.run_id).iter_batches(
             batch_size=None, batch_format="numpy"
         )
@@ -180,7 +190,7 @@ def init_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     ray.init(
-        address=address or os.environ.get("RAY_ADDRESS") or None,
+        address=_ray_address(address),
         include_dashboard=False,
         log_to_driver=False,
         logging_level=logging.WARNING,
@@ -190,6 +200,11 @@ def init_ray(address: str | None) -> None:
     # (once, however many sessions this process starts).
     atexit.unregister(_end_ray)
     atexit.register(_end_ray)
+
+
+def _ray_address(address: str | None) -> str | None:
+    """The cluster a scan connects to; None: it starts a local Ray of its own."""
+    return address or os.environ.get("RAY_ADDRESS") or None
 
 
 def _end_ray() -> None:

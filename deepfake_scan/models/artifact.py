@@ -12,8 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from deepfake_scan.errors import ModelError
 from deepfake_scan.faces import FaceGeometry
@@ -23,6 +22,9 @@ from deepfake_scan.storage import get_fs, join
 WEIGHTS = "model.safetensors"
 CARD = "model.json"
 FORMAT_VERSION = 1
+
+if TYPE_CHECKING:  # torch is imported where a model is built, not with this module
+    from torch import nn
 
 
 @dataclass
@@ -118,11 +120,14 @@ def read_card(uri: str | None = None) -> ModelCard:
 
 def load_model(uri: str | None = None) -> tuple[nn.Module, ModelCard]:
     """Build the architecture named in the card and load its weights; checks the weights hash."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
+    uri = uri or default_model_uri()
+    card, weights = read_artifact(uri)
+    return build_model(card, weights, uri), card
 
-    from deepfake_scan.models.registry import create_model
 
+def read_artifact(uri: str | None = None) -> tuple[ModelCard, bytes]:
+    """The card and the weights' bytes, checked against each other (the card's hash); no torch.
+    The card's ``model_id`` is known from here on."""
     uri = uri or default_model_uri()
     card = read_card(uri)
     fs, path = get_fs(uri)
@@ -138,17 +143,25 @@ def load_model(uri: str | None = None) -> tuple[nn.Module, ModelCard]:
             f"model.json ({card.weights_sha256[:12]}); the files do not belong together"
         )
     card.weights_sha256 = digest
+    return card, blob
+
+
+def build_model(card: ModelCard, weights: bytes, uri: str = "the model") -> nn.Module:
+    """The card's architecture with ``weights`` loaded strictly, in eval mode."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    from deepfake_scan.models.registry import create_model
+
     try:
         model = create_model(card.architecture, **card.arch_kwargs)
-        state = load(blob)
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(load(weights), strict=True)
     except (SafetensorError, RuntimeError, ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(
             f"model_error: cannot load {uri} as {card.architecture}: {first}"
         ) from None
-    model.eval()
-    return model, card
+    return model.eval()
 
 
 def is_local_dir(uri: str) -> bool:
