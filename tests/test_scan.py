@@ -180,6 +180,21 @@ def test_the_scan_command_starts_without_importing_torch():
     assert out.stdout.strip() == "False"
 
 
+def test_blocks_feed_every_decode_task_and_keep_containers_apart():
+    """How the listed inputs are cut into decode tasks' blocks: plain files a block's worth at a
+    time; each container may have a block of its own; a small scan beside a GPU (one actor, 15
+    decode tasks) still gives every decode task a block; never an empty block."""
+    from deepfake_scan.scanning import block_count
+
+    files = [{"kind": "file"}] * 1000
+    assert block_count(files, n_actors=2, files_per_block=128, decode_tasks=1) == 8
+    assert block_count(files, n_actors=1, files_per_block=128, decode_tasks=15) == 15
+    assert block_count(files * 30, n_actors=2, files_per_block=128, decode_tasks=1) == 235
+    shards = [{"kind": "tar"}] * 20 + [{"kind": "file"}] * 10
+    assert block_count(shards, n_actors=2, files_per_block=128, decode_tasks=1) == 20
+    assert block_count(files[:3], n_actors=2, files_per_block=128, decode_tasks=15) == 3
+
+
 def test_two_scans_actors_leave_cpus_for_decoding():
     """Two scans on one cluster: their actors' reservations together still leave room for
     decode tasks, or both scans wait for input forever."""

@@ -112,7 +112,7 @@ def _dataset(items: list[dict], card: ModelCard, opts: EvalOptions):
     env = worker_env_args()
     # Every record carries all its views: a model batch of ~batch_size images is this many rows.
     rows = max(1, opts.batch_size // len(opts.views))
-    ds = input_dataset(items, n_actors, files_per_block=16).map_batches(
+    ds = input_dataset(items, n_actors, 16, res["decode_tasks"]).map_batches(
         read_views,
         batch_size=None,
         num_cpus=DECODE_CPUS,
