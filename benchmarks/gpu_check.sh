@@ -8,8 +8,8 @@
 # C. the N/8 scan with --faces; D. small images scored on CUDA as on CPU (upsample calibration);
 # E. where the N/8 scan's start-up goes (benchmarks/scan_timeline.py).
 # SKIP="A C" leaves out those sections.
-# Where Ray is not installed, a packed site-packages may be given as .dev/site.tar.xz (git-ignore
-# .dev/ and carry it). Built on 2026-11-27 for the machine's Python 3.12: `pip download --no-deps
+# Where Ray is not installed, a packed site-packages may be given as .dev/site.tar.xz (.dev/ is
+# git-ignored: carry it). Built on 2026-11-27 for the machine's Python 3.12: `pip download --no-deps
 # --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl ray==2.60.0
 # jsonschema jsonschema-specifications referencing rpds-py tensorboardX pydantic pydantic-core
 # annotated-types typing-inspection typing_extensions`, each wheel unzipped into one folder,
