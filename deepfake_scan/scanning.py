@@ -24,7 +24,7 @@ import pyarrow as pa
 from deepfake_scan.decode import DEFAULT_MAX_PIXELS
 from deepfake_scan.errors import ScanError
 from deepfake_scan.faces import FaceGeometry, face_detector
-from deepfake_scan.models.artifact import ModelCard, build_model, default_model_uri, read_artifact
+from deepfake_scan.models.artifact import ModelCard, build_model, default_model_uri, read_model
 from deepfake_scan.precision import check_precision
 from deepfake_scan.sources import DEFAULT_MAX_BYTES, Input, list_inputs
 from deepfake_scan.startup import collector_paused
@@ -107,7 +107,7 @@ def scan(source: str, out: str, **options: object) -> ScanSummary:
     store = VerdictStore(out)
     store.check_writable()
     with storage_errors("model not readable", opts.model or "bundled model"):
-        card, weights = read_artifact(opts.model)  # the card and the weights' hash; no torch
+        card, weights = read_model(opts.model)  # the model id; build_model below checks the rest
     if opts.faces:
         try:  # a face search that cannot run would make every image an error row
             face_detector(card.face_geometry or FaceGeometry())

@@ -149,9 +149,9 @@ def test_small_images_are_scored_with_the_models_upsample_calibration(tmp_path, 
 
 
 def test_weights_that_do_not_fit_the_architecture_stop_the_scan(archive, tmp_path, tiny_model):
-    """Weights that do not fit the model's architecture stop the scan with one clear error and
-    nothing written, and the caller's garbage collector is left as it was (paused during
-    start-up, never frozen in a user's process)."""
+    """The driver builds the model beside Ray's start: weights that do not fit still stop the
+    scan with one clear error and nothing written, and the caller's garbage collector is left
+    as it was (paused during start-up, never frozen in a user's process)."""
     wrong = tmp_path / "wrong"
     shutil.copytree(tiny_model, wrong)
     card = json.loads((wrong / "model.json").read_text())

@@ -120,14 +120,13 @@ def read_card(uri: str | None = None) -> ModelCard:
 
 def load_model(uri: str | None = None) -> tuple[nn.Module, ModelCard]:
     """Build the architecture named in the card and load its weights; checks the weights hash."""
-    uri = uri or default_model_uri()
-    card, weights = read_artifact(uri)
-    return build_model(card, weights, uri), card
+    card, weights = read_model(uri)
+    return build_model(card, weights, uri or default_model_uri()), card
 
 
-def read_artifact(uri: str | None = None) -> tuple[ModelCard, bytes]:
-    """The card and the weights' bytes, checked against each other (the card's hash); no torch.
-    The card's ``model_id`` is known from here on."""
+def read_model(uri: str | None = None) -> tuple[ModelCard, bytes]:
+    """The card and the weights' bytes, checked to belong together (the card's weights hash):
+    enough for the model id, without torch. ``build_model`` checks the weights fit."""
     uri = uri or default_model_uri()
     card = read_card(uri)
     fs, path = get_fs(uri)
@@ -146,8 +145,9 @@ def read_artifact(uri: str | None = None) -> tuple[ModelCard, bytes]:
     return card, blob
 
 
-def build_model(card: ModelCard, weights: bytes, uri: str = "the model") -> nn.Module:
-    """The card's architecture with ``weights`` loaded strictly, in eval mode."""
+def build_model(card: ModelCard, weights: bytes, uri: str) -> nn.Module:
+    """The card's architecture with ``weights`` (safetensors bytes) loaded, in eval mode; ``uri``
+    names the model in errors."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
