@@ -1,10 +1,11 @@
 """fp32 against bf16 (or fp16) for a model on this machine: speed and what changes in the scores.
 
-    python benchmarks/precision.py --real R --fake F [--model M] [--other bf16]
+    python benchmarks/precision.py --real R --fake F [--model M] [--other bf16] [--compile]
 
 Prints the model's forward images/s in each precision, then per view of the held-out split (the
 files as they are; all re-encoded at JPEG q90 and q50; halved, then q90): AUC in each precision,
-the largest and mean difference between their probabilities, and how many labels change.
+the largest and mean difference between their probabilities, and how many labels change. With
+``--compile`` the second model is also compiled (``torch.compile``, as ``scan --compile`` runs it).
 """
 
 from __future__ import annotations
@@ -47,17 +48,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--other", default="bf16", choices=("bf16", "fp16"))
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--compile", action="store_true", help="compile the second model")
     args = parser.parse_args(argv)
     full = load_detector(args.model, precision="fp32")
     other = load_detector(args.model, precision=args.other)
+    if args.compile and not other.compile():
+        raise SystemExit("torch.compile failed")
+    name = f"{args.other} compiled" if args.compile else args.other
     pre = full.card.preprocessing
     print(f"model {full.model_id}, {torch.get_num_threads()} threads, batch 64")
-    print(f"forward fp32 {forward_rate(full):.1f} images/s, {args.other} {forward_rate(other):.1f}")
+    print(f"forward fp32 {forward_rate(full):.1f} images/s, {name} {forward_rate(other):.1f}")
     real = held_out(args.real, args.split, 0.1, 0.1)
     fake = held_out(args.fake, args.split, 0.1, 0.1)
     y = np.array([0] * len(real) + [1] * len(fake))
     print(f"{args.split} split: {len(real)} real, {len(fake)} fake")
-    print(f"| view | AUC fp32 | AUC {args.other} | max diff | mean diff | labels changed |")
+    print(f"| view | AUC fp32 | AUC {name} | max diff | mean diff | labels changed |")
     print("|---|---|---|---|---|---|")
     for view, change in VIEWS.items():
         decoded = [decode(change(b), pre) for b in real + fake]

@@ -16,6 +16,7 @@ from deepfake_scan.errors import ScanError
 from deepfake_scan.options import (
     Address,
     BatchSize,
+    Compile,
     Concurrency,
     Faces,
     FailAbove,
@@ -68,6 +69,7 @@ def scan(
     s3_endpoint: S3Endpoint = None,
     faces: Faces = False,
     precision: Precision = "auto",
+    compile: Compile = "auto",
     json_out: JsonOut = False,
 ) -> None:
     """Scan SOURCE and write Parquet verdicts to OUT."""
@@ -92,6 +94,7 @@ def scan(
         s3_endpoint=s3_endpoint,
         faces=faces,
         precision=precision,
+        compile=compile,
     )
     _print_summary(summary, json_out)
 
@@ -128,6 +131,8 @@ def _print_summary(summary, json_out: bool) -> None:
         table.add_row(f"  {label}", str(n))
     for code, n in sorted(summary.errors.items()):
         table.add_row(f"  error {code}", str(n))
+    if summary.compiled:
+        table.add_row("  scored by a compiled model", str(summary.compiled))
     table.add_row("images/s", f"{summary.images_per_s:.1f} ({summary.seconds:.1f} s)")
     Console().print(table)
 

@@ -72,6 +72,8 @@ class Detector:
         pre = card.preprocessing
         self._mean = torch.tensor(pre.mean, device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(pre.std, device=self.device).view(1, 3, 1, 1) * 255
+        self.forward = self.model  # the compiled model after ``compile()``
+        self.compiled = False
 
     @property
     def model_id(self) -> str:
@@ -108,12 +110,39 @@ class Detector:
         probs = calibrated(logits, card.temperature, upscale, card.upsample_calibration)
         return probs.astype(np.float32)
 
+    def compile(self) -> bool:
+        """Compile the CPU forward with ``torch.compile`` (inductor, weights frozen), compiling
+        now rather than on the first batch. Returns False, and the model stays eager, on a GPU
+        (not measured there) or where inductor cannot build (no C++ compiler, say)."""
+        if self.device.type != "cpu" or self.compiled:
+            return self.compiled
+        import torch._inductor.config as inductor
+
+        inductor.compile_threads = 1  # no pool of compiler processes beside a scan's actors
+        # One shape only: forwards of fewer images are padded to it (_logits), never recompiled.
+        compiled = torch.compile(self.model, dynamic=False, options={"freezing": True})
+        size = self.card.preprocessing.input_size
+        probe = np.zeros((self.max_forward, size, size, 3), np.uint8)
+        try:
+            self._logits(probe, compiled)
+        except Exception as e:  # inductor's errors come in many types
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            log.warning("torch.compile failed, the model runs eagerly: %s", reason)
+            return False
+        self.forward, self.compiled = compiled, True
+        return True
+
     @torch.inference_mode()
-    def _logits(self, pixels: np.ndarray) -> np.ndarray:
+    def _logits(self, pixels: np.ndarray, forward: torch.nn.Module | None = None) -> np.ndarray:
+        forward = self.forward if forward is None else forward
+        n = len(pixels)
+        if forward is not self.model and n < self.max_forward:  # compiled for one shape
+            pad = np.zeros((self.max_forward - n, *pixels.shape[1:]), np.uint8)
+            pixels = np.concatenate([pixels, pad])
         x = self.normalise(torch.from_numpy(np.ascontiguousarray(pixels)))
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            logits = self.model(x).float()
-        return logits.cpu().numpy()
+            logits = forward(x).float()
+        return logits[:n].cpu().numpy()
 
     def predict(self, images: Sequence[Image.Image]) -> np.ndarray:
         pre = self.card.preprocessing

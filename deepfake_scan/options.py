@@ -46,6 +46,13 @@ Precision = Annotated[
         "fp16."
     ),
 ]
+Compile = Annotated[
+    str,
+    typer.Option(
+        help="torch.compile the model on CPU: auto (scans of 3,000+ images), on, off. Each actor "
+        "compiles first: ~5 s, ~20 s the first time on a machine."
+    ),
+]
 FailAbove = Annotated[
     float | None, typer.Option(min=0, max=1, help="Exit 1 if the last run's fake rate is above.")
 ]

@@ -104,6 +104,7 @@ class Scorer:
         num_threads: int | None = None,
         batch_size: int = 64,
         precision: str = "auto",
+        compile: bool = False,
     ):
         with collector_paused(freeze=True):  # an actor's process is ours
             import torch
@@ -113,6 +114,8 @@ class Scorer:
             if num_threads:
                 torch.set_num_threads(num_threads)
             self.detector = load_detector(model, precision=precision)
+            if compile:
+                self.detector.compile()
         card = self.detector.card
         self.threshold = card.threshold if threshold is None else threshold
         self.band = tuple(card.review_band) if review_band is None else tuple(review_band)
@@ -140,6 +143,7 @@ class Scorer:
             labels[ok] = [label_for(float(s), self.threshold, self.band) for s in scores[ok]]
         batch["score"] = scores
         batch["label"] = labels
+        batch["compiled"] = ok & self.detector.compiled  # for the summary, not a verdict column
         batch["model_id"] = np.full(len(errors), self.detector.model_id, dtype=object)
         batch["run_id"] = np.full(len(errors), self.run_id, dtype=object)
         batch["scanned_at"] = np.full(

@@ -115,6 +115,42 @@ def test_scan_scores_match_the_python_api(tmp_path, tiny_model):
     np.testing.assert_allclose(table.column("score").to_numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_a_compiled_scan_scores_as_the_eager_one(tmp_path, tiny_model):
+    """``compile="on"``: the actors score with the compiled model, the same scores as eager ones
+    (7 images: batches of 4 and of 3, padded to the compiled shape)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(7):
+        (src / f"{i}.png").write_bytes(image_bytes("PNG", (80, 60), seed=i))
+    scores, compiled = {}, {}
+    for choice in ("off", "on"):
+        out = str(tmp_path / choice)
+        summary = deepfake_scan.scan(
+            str(src), out, model=tiny_model, precision="fp32", compile=choice
+        )
+        scores[choice] = deepfake_scan.read_verdicts(out).sort_by("uri").column("score").to_numpy()
+        compiled[choice] = summary.compiled
+    assert compiled == {"off": 0, "on": 7}
+    np.testing.assert_allclose(scores["on"], scores["off"], rtol=1e-4, atol=1e-5)
+
+
+def test_auto_compiles_large_cpu_scans_only(tmp_path):
+    """``--compile auto`` compiles where the compile pays for itself: a CPU scan of
+    ``COMPILE_MIN_IMAGES`` or more, containers counted by size; never beside a GPU."""
+    from deepfake_scan.scanning import COMPILE_MIN_IMAGES, compile_forward
+
+    photo = [{"kind": "file", "size": 100_000}]
+    assert not compile_forward("auto", photo * (COMPILE_MIN_IMAGES - 1), on_gpu=False)
+    assert compile_forward("auto", photo * COMPILE_MIN_IMAGES, on_gpu=False)
+    shard = [{"kind": "tar", "size": 2 * 10**9}]  # some 20,000 photos
+    assert compile_forward("auto", shard, on_gpu=False)
+    assert not compile_forward("auto", shard, on_gpu=True)
+    assert not compile_forward("off", shard, on_gpu=False)
+    assert compile_forward("on", photo, on_gpu=False)
+    with pytest.raises(ScanError, match="compile must be one of auto, on, off"):
+        deepfake_scan.scan(str(tmp_path), str(tmp_path / "out"), compile="yes")
+
+
 def test_small_images_are_scored_with_the_models_upsample_calibration(tmp_path, tiny_model):
     """Images smaller than the model's input get the card's upsample calibration, the same in a
     scan and in ``Detector.predict``; images the fit does not enlarge are scored as before."""
