@@ -9,7 +9,9 @@ images/s per core, every core decoding at once; the machine's limit (the fastest
 forwards + reduced decode, both cores busy); a plain single-process loop (PIL full decode +
 resize + eager forward, batch 64; a steady rate, timed on the first 3,000 images); the whole
 ``deepfake-scan scan`` command (start-up included) with its peak memory (all processes, PSS) at
-N/10 and N images, and from the two its marginal (steady-state) rate and fixed start-up. With
+N/10 and N images, and from the two its marginal (steady-state) rate and fixed start-up. Both
+scans run with the ``--compile`` choice that ``auto`` makes for N images, so that they compare
+like with like (auto would leave the model of N/10 images eager). With
 ``--faces``: also decode + face search per core, and ``scan --faces`` on N images.
 """
 
@@ -33,6 +35,7 @@ from deepfake_scan.decode import decode, open_image
 from deepfake_scan.detector import load_detector
 from deepfake_scan.faces import FaceGeometry
 from deepfake_scan.preprocess import fit_image
+from deepfake_scan.scanning import compile_forward
 
 
 def make_photos(folder: Path, n: int) -> list[Path]:
@@ -140,7 +143,7 @@ SAMPLE_S = 5.0
 
 
 def scan_command(
-    source: Path, out: Path, model: str | None, n: int, faces: bool = False
+    source: Path, out: Path, model: str | None, n: int, faces: bool = False, compile: str = "auto"
 ) -> tuple[float, float]:
     """Run the real CLI; returns (seconds including start-up, peak memory of all its processes).
 
@@ -150,6 +153,7 @@ def scan_command(
     is read every ``SAMPLE_S`` seconds (every second, it took 4 % of this 2-core machine from the
     scan it timed); the scan's memory is flat once started, so the peak is not missed."""
     cmd = [sys.executable, "-m", "jobs.scan", str(source), "--out", str(out), "--full"]
+    cmd += ["--compile", compile]
     if model:
         cmd += ["--model", model]
     if faces:
@@ -209,8 +213,11 @@ def main(argv: list[str] | None = None) -> None:
     limit = 1.0 / (1.0 / max(fwd, fwd_per_core, fwd_compiled) + 1.0 / (dec * cores))
     plain = plain_loop_rate(paths[:3000], detector)  # a steady rate: 3,000 images show it
     n_small = args.n // 10
-    small_s, small_peak = scan_command(small, work / "out-small", args.model, n_small)
-    large_s, peak = scan_command(work / "photos", work / "out", args.model, args.n)
+    as_auto = "on" if compile_forward("auto", [{"kind": "file"}] * args.n, cores, False) else "off"
+    small_s, small_peak = scan_command(
+        small, work / "out-small", args.model, n_small, False, as_auto
+    )
+    large_s, peak = scan_command(work / "photos", work / "out", args.model, args.n, False, as_auto)
     rate = args.n / large_s
     marginal = (args.n - n_small) / (large_s - small_s)  # steady state: start-up cancels out
     print(
@@ -226,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"reduced-size decode         {dec:8.1f} images/s per core (every core decoding)")
     print(f"machine limit               {limit:8.1f} images/s (forward + decode, all cores)")
     print(f"plain loop (full decode)    {plain:8.1f} images/s (eager forward)")
+    print(f"scans below: --compile {as_auto} (what auto does for N)")
     print(
         f"deepfake-scan scan, N/10    {n_small / small_s:8.1f} images/s, "
         f"peak memory {small_peak:7.0f} MiB ({small_s:.1f} s)"

@@ -49,8 +49,8 @@ Precision = Annotated[
 Compile = Annotated[
     str,
     typer.Option(
-        help="torch.compile the model on CPU: auto (scans of 3,000+ images), on, off. Each actor "
-        "compiles first: ~5 s, ~20 s the first time on a machine."
+        help="torch.compile the model on CPU: auto (2,500+ images an actor), on, off. Each "
+        "actor compiles first: a few seconds, ~20 s more the first time on a machine."
     ),
 ]
 FailAbove = Annotated[

@@ -40,10 +40,12 @@ log = logging.getLogger(__name__)
 # keeps Ray from fusing decode into the actor pool, where it would serialise decoding with the
 # model.)
 DECODE_CPUS = 0.1
-# torch.compile of a CPU actor's forward (--compile auto): its steady rate 1.16x, but each actor
-# compiles first, 3-5 s with inductor's on-disk cache, ~20 s without (the machine's first). On 2
-# cores a 3,000-image scan took as long either way with the cache; smaller ones lose.
-COMPILE_MIN_IMAGES = 3000
+# torch.compile of a CPU actor's forward (--compile auto): 1.12-1.16x its rate, but each actor
+# compiles first, ~2.5 core-s with inductor's on-disk cache warm, ~20 s more on a machine's first
+# scan. 3,000 photos on 2 cores (two actors), `python -m jobs.scan`: 29.7 s eager, 32.3 s compiled
+# (warm), 48.7 s (cold); 30,000: 9 s faster compiled. Auto compiles where each actor has about
+# as many images as pay for a warm compile.
+COMPILE_MIN_IMAGES_PER_ACTOR = 2500
 PHOTO_BYTES = 100_000  # a tar shard or Parquet file counts as its size over a typical photo's
 COMPILE_CHOICES = ("auto", "on", "off")
 
@@ -263,16 +265,16 @@ def actor_resources(opts: ScanOptions) -> tuple[int, dict]:
     return n, {"num_gpus": 0, "num_cpus": share, "threads": threads, "decode_tasks": decode_tasks}
 
 
-def compile_forward(choice: str, items: list[dict], on_gpu: bool) -> bool:
-    """Whether the scan's actors compile their model: ``on``, or ``auto`` on a scan of at least
-    ``COMPILE_MIN_IMAGES`` (plain files, and containers counted by size); never on a GPU, where
-    it is not measured."""
+def compile_forward(choice: str, items: list[dict], n_actors: int, on_gpu: bool) -> bool:
+    """Whether the scan's actors compile their model: ``on``, or ``auto`` where the images (plain
+    files, and containers counted by size) come to ``COMPILE_MIN_IMAGES_PER_ACTOR`` an actor;
+    never on a GPU, where it is not measured."""
     if on_gpu or choice == "off":
         return False
     if choice == "on":
         return True
     images = sum(1 if it["kind"] == "file" else max(1, it["size"] // PHOTO_BYTES) for it in items)
-    return images >= COMPILE_MIN_IMAGES
+    return images >= COMPILE_MIN_IMAGES_PER_ACTOR * n_actors
 
 
 def object_store_budget(batch_size: int, card: ModelCard, n_actors: int, res: dict) -> int:
@@ -364,7 +366,7 @@ def _dataset(items: list[dict], card: ModelCard, opts: ScanOptions, run_id: str)
             "num_threads": res["threads"],
             "batch_size": opts.batch_size,
             "precision": opts.precision,
-            "compile": compile_forward(opts.compile, items, res["num_gpus"] > 0),
+            "compile": compile_forward(opts.compile, items, n_actors, res["num_gpus"] > 0),
         },
     )
 

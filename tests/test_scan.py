@@ -135,18 +135,21 @@ def test_a_compiled_scan_scores_as_the_eager_one(tmp_path, tiny_model):
 
 
 def test_auto_compiles_large_cpu_scans_only(tmp_path):
-    """``--compile auto`` compiles where the compile pays for itself: a CPU scan of
-    ``COMPILE_MIN_IMAGES`` or more, containers counted by size; never beside a GPU."""
-    from deepfake_scan.scanning import COMPILE_MIN_IMAGES, compile_forward
+    """``--compile auto`` compiles where the compile pays for itself: at least
+    ``COMPILE_MIN_IMAGES_PER_ACTOR`` images an actor, containers counted by size; never beside a
+    GPU."""
+    from deepfake_scan.scanning import COMPILE_MIN_IMAGES_PER_ACTOR, compile_forward
 
     photo = [{"kind": "file", "size": 100_000}]
-    assert not compile_forward("auto", photo * (COMPILE_MIN_IMAGES - 1), on_gpu=False)
-    assert compile_forward("auto", photo * COMPILE_MIN_IMAGES, on_gpu=False)
+    enough = photo * (2 * COMPILE_MIN_IMAGES_PER_ACTOR)
+    assert compile_forward("auto", enough, n_actors=2, on_gpu=False)
+    assert not compile_forward("auto", enough[:-1], n_actors=2, on_gpu=False)
+    assert not compile_forward("auto", enough, n_actors=16, on_gpu=False)
     shard = [{"kind": "tar", "size": 2 * 10**9}]  # some 20,000 photos
-    assert compile_forward("auto", shard, on_gpu=False)
-    assert not compile_forward("auto", shard, on_gpu=True)
-    assert not compile_forward("off", shard, on_gpu=False)
-    assert compile_forward("on", photo, on_gpu=False)
+    assert compile_forward("auto", shard, n_actors=2, on_gpu=False)
+    assert not compile_forward("auto", shard, n_actors=1, on_gpu=True)
+    assert not compile_forward("off", shard, n_actors=2, on_gpu=False)
+    assert compile_forward("on", photo, n_actors=2, on_gpu=False)
     with pytest.raises(ScanError, match="compile must be one of auto, on, off"):
         deepfake_scan.scan(str(tmp_path), str(tmp_path / "out"), compile="yes")
 
