@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 # model.)
 DECODE_CPUS = 0.1
 # torch.compile of a CPU actor's forward (--compile auto): 1.12-1.16x its rate, but each actor
-# compiles first, ~2.5 core-s with inductor's on-disk cache warm, ~20 s more on a machine's first
+# compiles first, 2-3.5 core-s with inductor's on-disk cache warm, ~20 s more on a machine's first
 # scan. 3,000 photos on 2 cores (two actors), `python -m jobs.scan`: 29.7 s eager, 32.3 s compiled
 # (warm), 48.7 s (cold); 30,000: 9 s faster compiled. Auto compiles where each actor has about
 # as many images as pay for a warm compile.
