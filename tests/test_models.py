@@ -16,6 +16,7 @@ from deepfake_scan.detector import label_for, load_detector
 from deepfake_scan.errors import ModelError
 from deepfake_scan.models.artifact import ModelCard, load_model, read_card, save_model
 from deepfake_scan.models.registry import create_model
+from tests.fixtures import needs_cxx
 
 
 def test_round_trip_keeps_weights_and_card(tmp_path, tiny_model):
@@ -270,6 +271,7 @@ def test_loading_the_default_detector_does_not_import_torchvision():
     assert out.stdout.strip() == "[]"
 
 
+@needs_cxx
 def test_compiled_detector_scores_as_eager_and_compiles_once(tiny_model):
     """``Detector.compile`` (torch.compile, inductor): the same probabilities as the eager model,
     for batches of any size: a forward of fewer images than the compiled shape is padded to it,

@@ -17,7 +17,7 @@ from PIL import Image
 import deepfake_scan
 from deepfake_scan.errors import ScanError
 from deepfake_scan.store import VERDICT_SCHEMA, VerdictStore
-from tests.fixtures import image_bytes, make_sample_archive
+from tests.fixtures import image_bytes, make_sample_archive, needs_cxx
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 MAX_PIXELS = 5_000_000  # the archive's 9-megapixel PNG is a decompression bomb under this limit
@@ -115,6 +115,7 @@ def test_scan_scores_match_the_python_api(tmp_path, tiny_model):
     np.testing.assert_allclose(table.column("score").to_numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
+@needs_cxx
 def test_a_compiled_scan_scores_as_the_eager_one(tmp_path, tiny_model):
     """``compile="on"``: the actors score with the compiled model, the same scores as eager ones
     (7 images: batches of 4 and of 3, padded to the compiled shape)."""
