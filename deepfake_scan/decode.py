@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from deepfake_scan.errors import first_line
 from deepfake_scan.faces import Face, FaceGeometry, crop_face, find_faces
 from deepfake_scan.preprocess import Preprocessing, fit_image
 
@@ -118,8 +119,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _msg(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:300] if text else type(e).__name__
+    return first_line(e)[:300]
 
 
 def decode(

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from deepfake_scan.errors import first_line
 from deepfake_scan.metrics import calibrated
 from deepfake_scan.models.artifact import ModelCard, load_model
 from deepfake_scan.precision import check_precision
@@ -126,8 +127,7 @@ class Detector:
         try:
             self._logits(probe, compiled)
         except Exception as e:  # inductor's errors come in many types
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            log.warning("torch.compile failed, the model runs eagerly: %s", reason)
+            log.warning("torch.compile failed, the model runs eagerly: %s", first_line(e))
             return False
         self.forward, self.compiled = compiled, True
         return True

@@ -10,3 +10,9 @@ class ScanError(Exception):
 
 class ModelError(ScanError):
     """A model artifact is missing, corrupt, or does not match its description."""
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's message as one line (its first), or its type's name when it has none."""
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

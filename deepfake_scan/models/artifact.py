@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deepfake_scan.errors import ModelError
+from deepfake_scan.errors import ModelError, first_line
 from deepfake_scan.faces import FaceGeometry
 from deepfake_scan.preprocess import Preprocessing
 from deepfake_scan.storage import get_fs, join
@@ -157,9 +157,8 @@ def build_model(card: ModelCard, weights: bytes, uri: str) -> nn.Module:
         model = create_model(card.architecture, **card.arch_kwargs)
         model.load_state_dict(load(weights), strict=True)
     except (SafetensorError, RuntimeError, ValueError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(
-            f"model_error: cannot load {uri} as {card.architecture}: {first}"
+            f"model_error: cannot load {uri} as {card.architecture}: {first_line(e)}"
         ) from None
     return model.eval()
 
