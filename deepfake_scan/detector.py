@@ -74,11 +74,14 @@ class Detector:
         self._mean = torch.tensor(pre.mean, device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(pre.std, device=self.device).view(1, 3, 1, 1) * 255
         self.forward = self.model  # the compiled model after ``compile()``
-        self.compiled = False
 
     @property
     def model_id(self) -> str:
         return self.card.model_id
+
+    @property
+    def compiled(self) -> bool:
+        return self.forward is not self.model
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC -> normalised float NCHW (channels_last) on the model's device."""
@@ -121,27 +124,24 @@ class Detector:
 
         inductor.compile_threads = 1  # no pool of compiler processes beside a scan's actors
         # One shape only: forwards of fewer images are padded to it (_logits), never recompiled.
-        compiled = torch.compile(self.model, dynamic=False, options={"freezing": True})
+        self.forward = torch.compile(self.model, dynamic=False, options={"freezing": True})
         size = self.card.preprocessing.input_size
-        probe = np.zeros((self.max_forward, size, size, 3), np.uint8)
         try:
-            self._logits(probe, compiled)
+            self._logits(np.zeros((self.max_forward, size, size, 3), np.uint8))
         except Exception as e:  # inductor's errors come in many types
             log.warning("torch.compile failed, the model runs eagerly: %s", first_line(e))
-            return False
-        self.forward, self.compiled = compiled, True
-        return True
+            self.forward = self.model
+        return self.compiled
 
     @torch.inference_mode()
-    def _logits(self, pixels: np.ndarray, forward: torch.nn.Module | None = None) -> np.ndarray:
-        forward = self.forward if forward is None else forward
+    def _logits(self, pixels: np.ndarray) -> np.ndarray:
         n = len(pixels)
-        if forward is not self.model and n < self.max_forward:  # compiled for one shape
+        if self.compiled and n < self.max_forward:  # compiled for one shape
             pad = np.zeros((self.max_forward - n, *pixels.shape[1:]), np.uint8)
             pixels = np.concatenate([pixels, pad])
         x = self.normalise(torch.from_numpy(np.ascontiguousarray(pixels)))
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            logits = forward(x).float()
+            logits = self.forward(x).float()
         return logits[:n].cpu().numpy()
 
     def predict(self, images: Sequence[Image.Image]) -> np.ndarray:
